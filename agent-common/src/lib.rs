@@ -1,0 +1,255 @@
+//! The event ABI shared by groundtruth's kernel programs (`agent-ebpf`) and the agent.
+//!
+//! Everything that crosses the kernel/user boundary is `#[repr(C)]`, made of integers only
+//! (no `bool`, no Rust enums: the kernel side may write any bit pattern and userspace must
+//! never trust it to be a valid enum), with explicit padding and sizes asserted at compile
+//! time. Userspace decodes with length checks (see `agent::decode`).
+//!
+//! An event in the ring buffer is a [`RawEvent`] followed by `data_len` bytes of string
+//! data. Up to [`MAX_STRS`] strings are described by [`StrRef`]s in the fixed part.
+#![no_std]
+
+pub mod syscalls;
+
+/// Event kinds. Ids live in reserved ranges and are never reused:
+/// 1..=99 file, 100..=199 process, 200..=299 network.
+pub mod op {
+    pub const OPEN: u32 = 1;
+    pub const CLOSE: u32 = 2;
+    pub const RENAME: u32 = 3;
+    pub const UNLINK: u32 = 4;
+    pub const MKDIR: u32 = 5;
+    pub const RMDIR: u32 = 6;
+    pub const TRUNCATE: u32 = 7;
+    pub const CHMOD: u32 = 8;
+    pub const CHOWN: u32 = 9;
+    pub const LINK: u32 = 10;
+    pub const SYMLINK: u32 = 11;
+
+    pub const EXEC: u32 = 100;
+    pub const FORK: u32 = 101;
+    pub const EXIT: u32 = 102;
+}
+
+/// Bits of [`RawEvent::ev_flags`].
+pub mod ev_flag {
+    /// A close that the kernel did implicitly (descriptor reused after exec closed it, or
+    /// process exit), reported by the agent rather than by a `close()` call.
+    pub const IMPLICIT_CLOSE: u32 = 1 << 0;
+    /// The open created the file (O_CREAT and the inode did not exist before is not
+    /// knowable here; this bit means O_CREAT was requested and the open succeeded).
+    pub const CREATE_REQUESTED: u32 = 1 << 1;
+}
+
+/// What a string slot holds.
+pub mod str_kind {
+    /// Slot unused.
+    pub const NONE: u8 = 0;
+    /// A path resolved in the kernel from a dentry: components leaf first, each followed
+    /// by a NUL byte. The root is implicit.
+    pub const COMPONENTS: u8 = 1;
+    /// Bytes copied from the process (a path argument as passed to the syscall), no NUL.
+    pub const RAW: u8 = 2;
+    /// argv: arguments each followed by a NUL byte, as laid out in the process's memory.
+    pub const ARGV: u8 = 3;
+}
+
+/// Bits of [`StrRef::flags`].
+pub mod str_flag {
+    /// The string was cut at the bound (for components: the walk stopped before the root).
+    pub const TRUNCATED: u8 = 1 << 0;
+    /// Reading the string from memory failed.
+    pub const READ_ERROR: u8 = 1 << 1;
+}
+
+/// Slots of string data in an event (meaning depends on the op; see `agent::decode`).
+pub const MAX_STRS: usize = 4;
+/// Capacity of the string data area. A power of two: the kernel side masks offsets with
+/// `DATA_CAP - 1` so that the verifier can bound every write.
+pub const DATA_CAP: usize = 8192;
+/// Slack after the data area, so that a masked offset plus one bounded read stays inside.
+pub const DATA_SLACK: usize = 4096;
+/// Longest single path component read (NAME_MAX + NUL).
+pub const NAME_CAP: usize = 256;
+/// Longest path argument copied from the process.
+pub const USER_PATH_CAP: usize = 4096;
+/// Most argv bytes kept for an exec.
+pub const ARGV_CAP: usize = 2048;
+/// Most dentries walked for one path (deeper paths are marked truncated).
+pub const MAX_DEPTH: u32 = 48;
+pub const COMM_LEN: usize = 16;
+
+/// Where one string lives in the data area.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRef {
+    pub off: u16,
+    pub len: u16,
+    /// One of [`str_kind`].
+    pub kind: u8,
+    /// Bits of [`str_flag`].
+    pub flags: u8,
+    pub _pad: u16,
+}
+
+/// Common header of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    /// One of [`op`].
+    pub op: u32,
+    /// CPU the event was produced on.
+    pub cpu: u32,
+    /// Per-CPU sequence number. Incremented for every event, including those that could
+    /// not be delivered, so a gap in a CPU's sequence proves a loss.
+    pub seq: u64,
+    /// `bpf_ktime_get_boot_ns()`; the agent converts to wall-clock time.
+    pub boot_ns: u64,
+    /// Thread group id (the process id users see).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Index of the service label (value of the tracking map).
+    pub service: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One event as written into the ring buffer, followed by `data_len` bytes of strings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawEvent {
+    pub header: EventHeader,
+    /// Syscall number (x86_64) that produced it, 0 for scheduler events.
+    pub syscall: u32,
+    /// Bits of [`ev_flag`].
+    pub ev_flags: u32,
+    /// Syscall return value (negative errno on failure); exit status word for EXIT.
+    pub ret: i64,
+    /// Open flags, rename flags, unlinkat flags, linkat flags.
+    pub flags: u64,
+    /// Mode (open, mkdir, chmod), length (truncate), new uid (chown), child pid (fork).
+    pub arg_a: u64,
+    /// New gid (chown), child tid (fork).
+    pub arg_b: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub inode: u64,
+    pub dev: u64,
+    /// File descriptor the event is about (open result, close, f* syscalls), else -1.
+    pub fd: i32,
+    pub data_len: u32,
+    pub strs: [StrRef; MAX_STRS],
+}
+
+pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 72);
+const _: () = assert!(RAW_EVENT_SIZE == 72 + 8 + 8 * 8 + 8 + 8 * MAX_STRS);
+
+/// The kernel scratch buffer: one event plus its data area.
+#[repr(C)]
+pub struct EventBuf {
+    pub ev: RawEvent,
+    pub data: [u8; DATA_CAP + DATA_SLACK],
+}
+
+/// Per (process, descriptor) state kept by the kernel for files opened by tracked
+/// processes: the bytes that went through the descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FdState {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FdKey {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// Arguments of a syscall in flight, saved at sys_enter, used at sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pending {
+    pub nr: u64,
+    pub args: [u64; 6],
+}
+
+/// Counters kept per CPU in the `STATS` map.
+pub mod stat {
+    /// Events that could not be written into the ring buffer (full).
+    pub const LOST: u32 = 0;
+    /// Events whose string data could not be read (still delivered, with a flag).
+    pub const READ_ERRORS: u32 = 1;
+    /// Syscall exits with no saved entry (the agent attached mid-syscall).
+    pub const ORPHAN_EXITS: u32 = 2;
+    /// Saved syscall entries that could not be stored (map full).
+    pub const PENDING_FULL: u32 = 3;
+    /// Descriptor states that could not be stored (map full): bytes of those files are
+    /// not counted.
+    pub const FD_FULL: u32 = 4;
+    /// Processes that could not be added to the tracking map (full).
+    pub const TRACK_FULL: u32 = 5;
+    /// Saved syscalls whose number is not in the table (a decoding bug: never expected).
+    pub const UNKNOWN_SYSCALL: u32 = 6;
+    pub const COUNT: u32 = 8;
+}
+
+/// Kernel structure field offsets, read by the agent from the running kernel's BTF and
+/// written into the programs' `.rodata` before load. Never compiled in for one kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// Set to [`OFFSETS_MAGIC`] by the agent; programs do nothing while it is not.
+    pub magic: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_files: u32,
+    pub task_fs: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub signal_live: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    pub dentry_d_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub fs_pwd: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub bprm_file: u32,
+    pub _pad: u32,
+}
+
+pub const OFFSETS_MAGIC: u32 = 0x6774_0001;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C) structs of integers with explicit padding: every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::FdState {}
+    unsafe impl aya::Pod for super::FdKey {}
+    unsafe impl aya::Pod for super::Pending {}
+}
