@@ -1,0 +1,264 @@
+//! Building events in the per-CPU scratch buffer and handing them to the ring buffer.
+//!
+//! The kernel side never blocks: when the ring buffer is full the event is counted in
+//! `STATS[LOST]` and its sequence number is consumed anyway, so the gap is visible.
+
+use agent_common::{
+    stat, str_flag, str_kind, EventBuf, RawEvent, StrRef, COMM_LEN, DATA_CAP, MAX_DEPTH, NAME_CAP,
+    RAW_EVENT_SIZE, USER_PATH_CAP,
+};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+    generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+};
+
+use crate::{
+    kernel::{self, off, read},
+    maps::{count, EVENTS, SCRATCH, SEQ},
+};
+
+/// Largest position in the data area; positions stay below `DATA_CAP` so that masking
+/// with `DATA_CAP - 1` never changes them.
+const POS_MAX: usize = DATA_CAP - 1;
+
+/// An event under construction. The write cursor lives in the scratch map's memory
+/// (`ev.data_len`, accessed with volatile loads and stores) rather than in a register:
+/// the verifier does not track values in map memory, so the states of different paths
+/// through the path walk converge and the walk verifies in linear time. Kept in a
+/// register, the cursor's exact range differs per path and verification explodes.
+pub struct Ev {
+    pub buf: &'static mut EventBuf,
+}
+
+/// Start an event for the current task.
+#[inline(always)]
+pub fn begin(op: u32, service: u32, task: u64) -> Option<Ev> {
+    let ptr = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch; programs do not nest on one CPU.
+    let buf = unsafe { &mut *ptr };
+    buf.ev = RawEvent::default();
+    let h = &mut buf.ev.header;
+    h.op = op;
+    // SAFETY: helpers without preconditions.
+    unsafe {
+        h.cpu = bpf_get_smp_processor_id();
+        h.boot_ns = bpf_ktime_get_boot_ns();
+        h.cgroup_id = bpf_get_current_cgroup_id();
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    h.pid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    let uid_gid = bpf_get_current_uid_gid();
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    h.service = service;
+    h.ppid = kernel::ppid(task);
+    if let Ok(comm) = bpf_get_current_comm() {
+        let mut i = 0;
+        while i < COMM_LEN {
+            h.comm[i] = comm[i];
+            i += 1;
+        }
+    }
+    buf.ev.fd = -1;
+    let mut ev = Ev { buf };
+    ev.set_pos(0);
+    Some(ev)
+}
+
+impl Ev {
+    #[inline(always)]
+    fn pos(&self) -> usize {
+        // SAFETY: reading a field of the scratch buffer.
+        unsafe { core::ptr::read_volatile(&self.buf.ev.data_len) as usize }
+    }
+
+    #[inline(always)]
+    fn set_pos(&mut self, pos: usize) {
+        // SAFETY: writing a field of the scratch buffer.
+        unsafe { core::ptr::write_volatile(&mut self.buf.ev.data_len, pos as u32) }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, slot: usize, start: usize, kind: u8, flags: u8) {
+        let len = self.pos().saturating_sub(start);
+        if slot < self.buf.ev.strs.len() {
+            self.buf.ev.strs[slot] = StrRef {
+                off: start as u16,
+                len: len as u16,
+                kind,
+                flags,
+                _pad: 0,
+            };
+        }
+    }
+
+    /// Copy a NUL-terminated string from the process's memory into `slot`.
+    /// Returns the first byte (to tell absolute paths from relative ones), or 0.
+    #[inline(always)]
+    pub fn user_str(&mut self, slot: usize, ptr: u64) -> u8 {
+        let start = self.pos();
+        let o = start & POS_MAX;
+        let mut flags = 0;
+        let mut first = 0;
+        // SAFETY: the helper checks the user address; the destination is inside the
+        // scratch buffer because o < DATA_CAP and DATA_SLACK >= USER_PATH_CAP.
+        let dst = self.buf.data[o..o + USER_PATH_CAP].as_mut_ptr();
+        let r =
+            unsafe { bpf_probe_read_user_str(dst.cast(), USER_PATH_CAP as u32, ptr as *const _) };
+        match r {
+            n if n > 1 => {
+                let mut len = n as usize - 1;
+                if len >= USER_PATH_CAP - 1 {
+                    flags |= str_flag::TRUNCATED;
+                }
+                if start + len > POS_MAX {
+                    len = POS_MAX - start;
+                    flags |= str_flag::TRUNCATED;
+                }
+                first = self.buf.data[o];
+                self.set_pos(start + len);
+            }
+            0 | 1 => {}
+            _ => {
+                flags |= str_flag::READ_ERROR;
+                count(stat::READ_ERRORS);
+            }
+        }
+        self.set(slot, start, str_kind::RAW, flags);
+        first
+    }
+
+    /// Walk from `dentry` on mount `vfsmnt` up to the root of the mount namespace,
+    /// writing the components leaf first into `slot`.
+    #[inline(always)]
+    pub fn path(&mut self, slot: usize, vfsmnt: u64, dentry: u64) {
+        let start = self.pos();
+        let mut flags = str_flag::TRUNCATED;
+        let mnt_off = off!(mount_mnt);
+        let mut mount = vfsmnt.wrapping_sub(mnt_off);
+        let mut mnt_root: u64 = read(vfsmnt, off!(vfsmount_mnt_root)).unwrap_or(0);
+        let mut d = dentry;
+        let mut i = 0;
+        while i < MAX_DEPTH {
+            i += 1;
+            let Ok(parent) = read::<u64>(d, off!(dentry_d_parent)) else {
+                flags |= str_flag::READ_ERROR;
+                break;
+            };
+            if d == mnt_root {
+                // Top of this mount: continue from where it is mounted, unless it is the
+                // namespace's root mount (its parent is itself).
+                let Ok(mparent) = read::<u64>(mount, off!(mount_mnt_parent)) else {
+                    flags |= str_flag::READ_ERROR;
+                    break;
+                };
+                if mparent == mount || mparent == 0 {
+                    flags &= !str_flag::TRUNCATED;
+                    break;
+                }
+                let Ok(mp) = read::<u64>(mount, off!(mount_mnt_mountpoint)) else {
+                    flags |= str_flag::READ_ERROR;
+                    break;
+                };
+                d = mp;
+                mount = mparent;
+                mnt_root = read(mparent + mnt_off, off!(vfsmount_mnt_root)).unwrap_or(0);
+                continue;
+            }
+            if d == parent {
+                // Root of a filesystem that is not mounted here (pipe, socket, anon
+                // inode, detached mount): keep its name and stop.
+                flags &= !str_flag::TRUNCATED;
+                self.component(d);
+                break;
+            }
+            if self.pos() + NAME_CAP > POS_MAX {
+                break;
+            }
+            self.component(d);
+            d = parent;
+        }
+        self.set(slot, start, str_kind::COMPONENTS, flags);
+    }
+
+    #[inline(always)]
+    fn component(&mut self, dentry: u64) {
+        let Ok(name) = read::<u64>(dentry, off!(dentry_d_name_name)) else {
+            return;
+        };
+        let pos = self.pos();
+        let o = pos & POS_MAX;
+        // SAFETY: kernel string read with a bounded destination inside the buffer.
+        let dst = self.buf.data[o..o + NAME_CAP].as_mut_ptr();
+        let n = unsafe { bpf_probe_read_kernel_str(dst.cast(), NAME_CAP as u32, name as *const _) };
+        if n > 0 && pos + n as usize <= POS_MAX {
+            self.set_pos(pos + n as usize);
+        }
+    }
+
+    /// Raw bytes from the process's memory (argv), at most `cap` (a power of two).
+    #[inline(always)]
+    pub fn user_bytes(&mut self, slot: usize, kind: u8, ptr: u64, len: u64) {
+        const CAP: usize = agent_common::ARGV_CAP;
+        // Mask first and test the masked value: if the test came first, the compiler
+        // would drop the mask as redundant and the verifier could not bound the write.
+        let start = self.pos() & POS_MAX;
+        let o = start;
+        let mut flags = 0;
+        let mut n = len as usize;
+        if n >= CAP {
+            n = CAP - 1;
+            flags |= str_flag::TRUNCATED;
+        }
+        n &= CAP - 1;
+        if o + n > POS_MAX {
+            n = 0;
+            flags |= str_flag::TRUNCATED;
+        }
+        if n > 0 {
+            // SAFETY: bounded user read into the buffer (o < DATA_CAP, n < ARGV_CAP <= slack).
+            let r = unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_user(
+                    self.buf.data.as_mut_ptr().add(o) as *mut _,
+                    n as u32,
+                    ptr as *const _,
+                )
+            };
+            if r < 0 {
+                flags |= str_flag::READ_ERROR;
+                count(stat::READ_ERRORS);
+            } else {
+                self.set_pos(start + n);
+            }
+        }
+        self.set(slot, start, kind, flags);
+    }
+
+    /// Number the event and hand it to userspace.
+    #[inline(always)]
+    pub fn submit(self) {
+        let Some(seq) = SEQ.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: per-CPU slot.
+        unsafe {
+            self.buf.ev.header.seq = *seq;
+            *seq += 1;
+        }
+        let dl = self.pos() & POS_MAX;
+        self.buf.ev.data_len = dl as u32;
+        let size = RAW_EVENT_SIZE + dl;
+        // SAFETY: size <= size_of::<EventBuf>() since dl < DATA_CAP.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(self.buf as *const EventBuf as *const u8, size) };
+        let r = match EVENTS.output::<[u8]>(bytes, 0) {
+            Ok(()) => 0,
+            Err(e) => e,
+        };
+        if r < 0 {
+            count(stat::LOST);
+        }
+    }
+}

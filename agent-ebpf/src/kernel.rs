@@ -1,0 +1,135 @@
+//! Reading kernel structures with offsets from the running kernel's BTF.
+//!
+//! Rust eBPF has no CO-RE field relocations, so the agent resolves every field offset
+//! from /sys/kernel/btf/vmlinux at start-up and writes them into `OFFSETS` (in .rodata,
+//! so the verifier sees constants). Every read goes through `bpf_probe_read_kernel`:
+//! a bad pointer gives an error, never a fault.
+
+use agent_common::{KernelOffsets, OFFSETS_MAGIC};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    magic: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_pid: 0,
+    task_files: 0,
+    task_fs: 0,
+    task_mm: 0,
+    task_signal: 0,
+    task_exit_code: 0,
+    signal_live: 0,
+    files_fdt: 0,
+    fdt_fd: 0,
+    fdt_max_fds: 0,
+    file_f_path: 0,
+    file_f_inode: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_d_parent: 0,
+    dentry_d_name_name: 0,
+    dentry_d_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    sb_s_dev: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vfsmount_mnt_root: 0,
+    fs_pwd: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    bprm_file: 0,
+    _pad: 0,
+};
+
+/// One offset, read so that the compiler cannot fold the all-zero initializer.
+macro_rules! off {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&crate::kernel::OFFSETS.$field) } as u64
+    };
+}
+pub(crate) use off;
+
+#[inline(always)]
+pub fn ready() -> bool {
+    off!(magic) == OFFSETS_MAGIC as u64
+}
+
+/// Read a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u64) -> Result<T, i64> {
+    if base == 0 {
+        return Err(-14);
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one gives an error.
+    unsafe { bpf_probe_read_kernel((base + offset) as *const T).map_err(|e| e as i64) }
+}
+
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task() }
+}
+
+/// `task->real_parent->tgid`.
+#[inline(always)]
+pub fn ppid(task: u64) -> u32 {
+    match read::<u64>(task, off!(task_real_parent)) {
+        Ok(parent) => read::<u32>(parent, off!(task_tgid)).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// `struct file *` of descriptor `fd` of `task`.
+#[inline(always)]
+pub fn fd_file(task: u64, fd: u64) -> Result<u64, i64> {
+    let files: u64 = read(task, off!(task_files))?;
+    let fdt: u64 = read(files, off!(files_fdt))?;
+    let max_fds: u32 = read(fdt, off!(fdt_max_fds))?;
+    if fd >= max_fds as u64 {
+        return Err(-9);
+    }
+    let array: u64 = read(fdt, off!(fdt_fd))?;
+    let file: u64 = read(array, fd * 8)?;
+    if file == 0 {
+        return Err(-9);
+    }
+    Ok(file)
+}
+
+/// (vfsmount, dentry) of a `struct path` at `base + offset`.
+#[inline(always)]
+pub fn path_at(base: u64, offset: u64) -> Result<(u64, u64), i64> {
+    let mnt: u64 = read(base, offset + off!(path_mnt))?;
+    let dentry: u64 = read(base, offset + off!(path_dentry))?;
+    Ok((mnt, dentry))
+}
+
+/// (vfsmount, dentry) of an open file.
+#[inline(always)]
+pub fn file_path(file: u64) -> Result<(u64, u64), i64> {
+    path_at(file, off!(file_f_path))
+}
+
+/// (vfsmount, dentry) of the current directory of `task`.
+#[inline(always)]
+pub fn cwd(task: u64) -> Result<(u64, u64), i64> {
+    let fs: u64 = read(task, off!(task_fs))?;
+    path_at(fs, off!(fs_pwd))
+}
+
+/// (inode number, device) of an open file.
+#[inline(always)]
+pub fn file_ino_dev(file: u64) -> (u64, u64) {
+    let Ok(inode) = read::<u64>(file, off!(file_f_inode)) else {
+        return (0, 0);
+    };
+    let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+    let dev = match read::<u64>(inode, off!(inode_i_sb)) {
+        Ok(sb) => read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0) as u64,
+        Err(_) => 0,
+    };
+    (ino, dev)
+}

@@ -1,0 +1,55 @@
+//! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
+
+use agent_common::{EventBuf, FdKey, FdState, Pending};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// Events to userspace.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Tracked processes: tgid -> service index.
+#[map]
+pub static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Syscall arguments saved at entry, by thread id. Entries of threads that die inside
+/// a syscall are removed at their exit (sched_process_exit).
+#[map]
+pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// read/write in flight on a counted descriptor: tid -> fd | (is_write << 32).
+#[map]
+pub static IO_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Descriptors opened by tracked processes and the bytes that went through them.
+#[map]
+pub static FDS: HashMap<FdKey, FdState> = HashMap::with_max_entries(131072, 0);
+
+/// One event under construction per CPU (too large for the 512-byte stack).
+#[map]
+pub static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU event sequence number.
+#[map]
+pub static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counters, indexed by `agent_common::stat`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::stat::COUNT, 0);
+
+#[inline(always)]
+pub fn count(stat: u32) {
+    if let Some(p) = STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot, programs on one CPU do not nest (bpf_prog_active).
+        unsafe { *p += 1 };
+    }
+}
+
+/// Service index of the current process, if it is tracked.
+#[inline(always)]
+pub fn tracked(tgid: u32) -> Option<u32> {
+    // SAFETY: plain u32 value, read once.
+    unsafe { TRACKED.get(&tgid).copied() }
+}
