@@ -1,0 +1,129 @@
+//! The event model: one row of the trail, in the shape of the OCSF-aligned schema.
+
+use serde::{Deserialize, Serialize};
+
+/// OCSF classes.
+pub mod class {
+    pub const FILE_SYSTEM_ACTIVITY: i32 = 1001;
+    pub const PROCESS_ACTIVITY: i32 = 1007;
+    pub const NETWORK_ACTIVITY: i32 = 4001;
+
+    /// OCSF category of a class (1 System Activity, 4 Network Activity).
+    pub fn category(class_uid: i32) -> i32 {
+        class_uid / 1000
+    }
+}
+
+/// OCSF activity ids used by groundtruth (per class).
+pub mod activity {
+    // File System Activity (1001)
+    pub const FILE_CREATE: i32 = 1;
+    pub const FILE_UPDATE: i32 = 3;
+    pub const FILE_DELETE: i32 = 4;
+    pub const FILE_RENAME: i32 = 5;
+    pub const FILE_SET_SECURITY: i32 = 7;
+    pub const FILE_OPEN: i32 = 14;
+    // Process Activity (1007)
+    pub const PROCESS_LAUNCH: i32 = 1;
+    pub const PROCESS_TERMINATE: i32 = 2;
+    /// OCSF "Other", with `activity_name` saying which.
+    pub const OTHER: i32 = 99;
+}
+
+/// OCSF status ids.
+pub mod status {
+    pub const SUCCESS: i32 = 1;
+    pub const FAILURE: i32 = 2;
+}
+
+/// The process that did something.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Kernel `comm` (at most 15 bytes).
+    pub name: String,
+    /// Command line of the process's latest exec seen in this trail.
+    pub cmd_line: Option<String>,
+    /// Executable of the process's latest exec seen in this trail.
+    pub exe: Option<String>,
+    pub ppid: u32,
+}
+
+/// The process a process event is about (the new image, the child, the exited process).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetProcess {
+    pub pid: u32,
+    pub name: Option<String>,
+    pub cmd_line: Option<String>,
+    pub exe: Option<String>,
+    pub cwd: Option<String>,
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<i32>,
+    pub args_truncated: bool,
+}
+
+/// A file a file event is about.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Absolute path (see docs/schema.md for how it is resolved).
+    pub path: Option<String>,
+    /// The path argument exactly as the process passed it.
+    pub path_requested: Option<String>,
+    pub inode: Option<u64>,
+    pub dev: Option<u64>,
+    /// The path could not be resolved completely (too deep, too long, unreadable).
+    pub path_truncated: bool,
+}
+
+/// What OCSF lacks: capture bookkeeping and syscall details.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    pub cpu: u32,
+    pub sequence: u64,
+    pub cgroup_id: u64,
+    pub service: String,
+    pub syscall: Option<String>,
+    pub ret: Option<i64>,
+    pub errno: Option<i32>,
+    pub flags: Option<u64>,
+    pub mode: Option<u32>,
+    pub owner_uid: Option<u32>,
+    pub owner_gid: Option<u32>,
+    pub length: Option<i64>,
+    pub fd: Option<i32>,
+    pub bytes_read: Option<u64>,
+    pub bytes_written: Option<u64>,
+    /// A close done by the kernel (exec of O_CLOEXEC, exit, dup2), not by close().
+    pub implicit: bool,
+}
+
+/// One event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock time, nanoseconds since the Unix epoch (UTC).
+    pub time_ns: i64,
+    pub class_uid: i32,
+    pub activity_id: i32,
+    pub activity_name: String,
+    pub status_id: i32,
+    pub actor: Actor,
+    pub process: Option<TargetProcess>,
+    pub file: Option<FileRef>,
+    /// The second path of rename/link/symlink (the new name).
+    pub file_result: Option<FileRef>,
+    pub groundtruth: Extra,
+}
+
+impl Event {
+    pub fn category_uid(&self) -> i32 {
+        class::category(self.class_uid)
+    }
+
+    /// OCSF `type_uid` = class_uid * 100 + activity_id.
+    pub fn type_uid(&self) -> i64 {
+        self.class_uid as i64 * 100 + self.activity_id as i64
+    }
+}

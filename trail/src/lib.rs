@@ -1,0 +1,62 @@
+//! groundtruth's trail: the on-disk record of what the kernel saw.
+//!
+//! A trail is a directory of Parquet segments (`segment-NNNNNN.parquet`, zstd) with the
+//! OCSF-aligned schema of [`schema::schema`]. Each segment's footer carries key-value
+//! metadata ([`meta`]): run id, host, kernel, agent version, time range, per-CPU sequence
+//! ranges and lost-event counts. docs/schema.md documents every column.
+
+pub mod event;
+pub mod reader;
+pub mod schema;
+pub mod writer;
+
+pub use event::{Actor, Event, Extra, FileRef, TargetProcess};
+pub use reader::{read_trail, segment_paths, Segment};
+pub use writer::{RunInfo, TrailWriter, WriterOptions};
+
+/// Footer metadata keys.
+pub mod meta {
+    pub const FORMAT: &str = "groundtruth.format";
+    pub const RUN_ID: &str = "groundtruth.run_id";
+    pub const HOST: &str = "groundtruth.host";
+    pub const KERNEL: &str = "groundtruth.kernel";
+    pub const AGENT_VERSION: &str = "groundtruth.agent_version";
+    pub const SEGMENT: &str = "groundtruth.segment";
+    pub const EVENTS: &str = "groundtruth.events";
+    pub const TIME_MIN: &str = "groundtruth.time_min_ns";
+    pub const TIME_MAX: &str = "groundtruth.time_max_ns";
+    /// JSON object: CPU number -> [first, last] sequence number in this segment.
+    pub const SEQ_RANGES: &str = "groundtruth.seq_ranges";
+    /// JSON object: CPU number -> events lost on that CPU since the start of the run,
+    /// as known when the segment was closed.
+    pub const LOST: &str = "groundtruth.lost";
+    /// Total lost events since the start of the run when the segment was closed.
+    pub const LOST_TOTAL: &str = "groundtruth.lost_total";
+    /// The value of [`FORMAT`].
+    pub const FORMAT_VERSION: &str = "groundtruth-trail/1";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrailError {
+    /// Reading or writing a file of the trail failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The Parquet library reported an error for a file.
+    #[error("{path}: {source}")]
+    Parquet {
+        path: std::path::PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    /// Building or reading Arrow arrays failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A file does not have the trail schema.
+    #[error("not a groundtruth trail segment: {0}")]
+    Schema(String),
+    /// The directory holds no segment.
+    #[error("{0}: no trail segments (segment-*.parquet) in this directory")]
+    Empty(std::path::PathBuf),
+}

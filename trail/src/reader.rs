@@ -1,0 +1,191 @@
+//! Reading a trail back.
+
+use crate::{schema, Event, TrailError};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+/// One segment: its path, footer metadata and events.
+#[derive(Debug)]
+pub struct Segment {
+    pub path: PathBuf,
+    pub metadata: BTreeMap<String, String>,
+    pub events: Vec<Event>,
+}
+
+/// The segment files of a trail directory, in order.
+pub fn segment_paths(dir: &Path) -> Result<Vec<PathBuf>, TrailError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| TrailError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut paths = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|source| TrailError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("segment-") && name.ends_with(".parquet") {
+            paths.push(entry.path());
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(TrailError::Empty(dir.to_path_buf()));
+    }
+    Ok(paths)
+}
+
+/// Read one segment, checking that it has the trail schema.
+pub fn read_segment(path: &Path) -> Result<Segment, TrailError> {
+    let pq = |source| TrailError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| TrailError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    let metadata = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected = schema::schema();
+    if builder.schema().fields() != expected.fields() {
+        return Err(TrailError::Schema(format!(
+            "{}: columns differ from the trail schema",
+            path.display()
+        )));
+    }
+    let reader = builder.build().map_err(pq)?;
+    let mut events = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        events.extend(schema::from_batch(&batch)?);
+    }
+    Ok(Segment {
+        path: path.to_path_buf(),
+        metadata,
+        events,
+    })
+}
+
+/// Read every segment of a trail directory.
+pub fn read_trail(dir: &Path) -> Result<Vec<Segment>, TrailError> {
+    segment_paths(dir)?
+        .iter()
+        .map(|p| read_segment(p))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::*, meta, RunInfo, TrailWriter, WriterOptions};
+
+    fn sample(i: u64) -> Event {
+        Event {
+            time_ns: 1_700_000_000_000_000_000 + i as i64,
+            class_uid: class::FILE_SYSTEM_ACTIVITY,
+            activity_id: activity::FILE_OPEN,
+            activity_name: "Open".into(),
+            status_id: status::SUCCESS,
+            actor: Actor {
+                pid: 10,
+                tid: 11,
+                uid: 1000,
+                gid: 1000,
+                name: "cat".into(),
+                cmd_line: Some("cat /etc/hostname".into()),
+                exe: Some("/usr/bin/cat".into()),
+                ppid: 1,
+            },
+            process: (i % 3 == 0).then(|| TargetProcess {
+                pid: 12,
+                name: Some("x".into()),
+                exit_code: Some(3),
+                ..Default::default()
+            }),
+            file: (i % 2 == 0).then(|| FileRef {
+                path: Some(format!("/tmp/f{i}")),
+                path_requested: Some("f".into()),
+                inode: Some(42 + i),
+                dev: None,
+                path_truncated: i % 4 == 0,
+            }),
+            file_result: None,
+            groundtruth: Extra {
+                cpu: (i % 2) as u32,
+                sequence: i,
+                service: "svc".into(),
+                bytes_written: Some(i * 10),
+                errno: (i % 5 == 0).then_some(2),
+                implicit: i % 7 == 0,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip_through_parquet_with_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunInfo {
+            run_id: "r1".into(),
+            ..Default::default()
+        };
+        let opts = WriterOptions {
+            batch_rows: 7,
+            segment_rows: 20,
+            zstd_level: 1,
+        };
+        let mut w = TrailWriter::create(dir.path(), run, opts).unwrap();
+        let events: Vec<Event> = (0..50).map(sample).collect();
+        for e in &events {
+            w.push(e.clone()).unwrap();
+        }
+        w.set_lost([(1u32, 5u64)].into());
+        let paths = w.finish().unwrap();
+        assert_eq!(paths.len(), 3, "50 rows at >= 20 rows per segment");
+        let segs = read_trail(dir.path()).unwrap();
+        let back: Vec<Event> = segs.iter().flat_map(|s| s.events.clone()).collect();
+        assert_eq!(back, events);
+        let last = &segs[2].metadata;
+        assert_eq!(last[meta::RUN_ID], "r1");
+        assert_eq!(last[meta::SEGMENT], "2");
+        assert_eq!(last[meta::LOST_TOTAL], "5");
+        assert_eq!(last[meta::LOST], r#"{"1":5}"#);
+        assert_eq!(segs[0].metadata[meta::EVENTS], "21");
+    }
+
+    #[test]
+    fn empty_run_still_writes_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let w =
+            TrailWriter::create(dir.path(), RunInfo::default(), WriterOptions::default()).unwrap();
+        assert_eq!(w.finish().unwrap().len(), 1);
+        let segs = read_trail(dir.path()).unwrap();
+        assert!(segs[0].events.is_empty());
+    }
+
+    #[test]
+    fn not_a_trail_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_trail(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no trail segments"), "{e}");
+        std::fs::write(dir.path().join("segment-000000.parquet"), b"garbage").unwrap();
+        let e = read_trail(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("segment-000000.parquet"), "{e}");
+    }
+}

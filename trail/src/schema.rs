@@ -1,0 +1,476 @@
+//! The Arrow schema of a trail (documented column by column in docs/schema.md) and the
+//! conversions between [`Event`]s and record batches. The schema is one constant shape,
+//! strict: the reader refuses files whose columns do not have the expected types.
+
+use crate::event::{Actor, Event, Extra, FileRef, TargetProcess};
+use crate::TrailError;
+use arrow_array::{
+    builder::{
+        BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder,
+    },
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
+    TimestampNanosecondArray, UInt32Array, UInt64Array,
+};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use std::sync::{Arc, OnceLock};
+
+fn path_struct() -> DataType {
+    DataType::Struct(Fields::from(vec![Field::new("path", DataType::Utf8, true)]))
+}
+
+fn actor_fields() -> Fields {
+    Fields::from(vec![Field::new(
+        "process",
+        DataType::Struct(actor_process_fields()),
+        false,
+    )])
+}
+
+fn actor_process_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("pid", DataType::Int32, false),
+        Field::new("tid", DataType::Int32, false),
+        Field::new("uid", DataType::UInt32, false),
+        Field::new("gid", DataType::UInt32, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("cmd_line", DataType::Utf8, true),
+        Field::new("file", path_struct(), false),
+        Field::new(
+            "parent_process",
+            DataType::Struct(Fields::from(vec![Field::new(
+                "pid",
+                DataType::Int32,
+                false,
+            )])),
+            false,
+        ),
+    ])
+}
+
+fn process_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("pid", DataType::Int32, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("cmd_line", DataType::Utf8, true),
+        Field::new("file", path_struct(), false),
+        Field::new("cwd", DataType::Utf8, true),
+        Field::new("exit_code", DataType::Int32, true),
+        Field::new("exit_signal", DataType::Int32, true),
+        Field::new("args_truncated", DataType::Boolean, false),
+    ])
+}
+
+fn file_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("path", DataType::Utf8, true),
+        Field::new("path_requested", DataType::Utf8, true),
+        Field::new("inode", DataType::UInt64, true),
+        Field::new("dev", DataType::UInt64, true),
+        Field::new("path_truncated", DataType::Boolean, false),
+    ])
+}
+
+fn extra_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("cpu", DataType::UInt32, false),
+        Field::new("sequence", DataType::UInt64, false),
+        Field::new("cgroup_id", DataType::UInt64, false),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("syscall", DataType::Utf8, true),
+        Field::new("ret", DataType::Int64, true),
+        Field::new("errno", DataType::Int32, true),
+        Field::new("flags", DataType::UInt64, true),
+        Field::new("mode", DataType::UInt32, true),
+        Field::new("owner_uid", DataType::UInt32, true),
+        Field::new("owner_gid", DataType::UInt32, true),
+        Field::new("length", DataType::Int64, true),
+        Field::new("fd", DataType::Int32, true),
+        Field::new("bytes_read", DataType::UInt64, true),
+        Field::new("bytes_written", DataType::UInt64, true),
+        Field::new("implicit", DataType::Boolean, false),
+    ])
+}
+
+/// The trail schema.
+pub fn schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new(
+                    "time",
+                    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                    false,
+                ),
+                Field::new("class_uid", DataType::Int32, false),
+                Field::new("category_uid", DataType::Int32, false),
+                Field::new("activity_id", DataType::Int32, false),
+                Field::new("activity_name", DataType::Utf8, false),
+                Field::new("type_uid", DataType::Int64, false),
+                Field::new("status_id", DataType::Int32, false),
+                Field::new("actor", DataType::Struct(actor_fields()), false),
+                Field::new("process", DataType::Struct(process_fields()), true),
+                Field::new("file", DataType::Struct(file_fields()), true),
+                Field::new("file_result", DataType::Struct(file_fields()), true),
+                Field::new("groundtruth", DataType::Struct(extra_fields()), false),
+            ]))
+        })
+        .clone()
+}
+
+fn strukt(fields: Fields, arrays: Vec<ArrayRef>, valid: Option<Vec<bool>>) -> ArrayRef {
+    let nulls = valid.map(NullBuffer::from);
+    Arc::new(StructArray::new(fields, arrays, nulls))
+}
+
+fn path_array(paths: StringBuilder) -> ArrayRef {
+    let mut paths = paths;
+    let fields = match path_struct() {
+        DataType::Struct(f) => f,
+        _ => unreachable!("path_struct is a struct"),
+    };
+    strukt(fields, vec![Arc::new(paths.finish())], None)
+}
+
+#[derive(Default)]
+struct FileCols {
+    valid: Vec<bool>,
+    path: StringBuilder,
+    requested: StringBuilder,
+    inode: UInt64Builder,
+    dev: UInt64Builder,
+    truncated: BooleanBuilder,
+}
+
+impl FileCols {
+    fn push(&mut self, f: Option<&FileRef>) {
+        let d = FileRef::default();
+        let f2 = f.unwrap_or(&d);
+        self.valid.push(f.is_some());
+        self.path.append_option(f2.path.as_deref());
+        self.requested.append_option(f2.path_requested.as_deref());
+        self.inode.append_option(f2.inode);
+        self.dev.append_option(f2.dev);
+        self.truncated.append_value(f2.path_truncated);
+    }
+
+    fn finish(mut self) -> ArrayRef {
+        strukt(
+            file_fields(),
+            vec![
+                Arc::new(self.path.finish()),
+                Arc::new(self.requested.finish()),
+                Arc::new(self.inode.finish()),
+                Arc::new(self.dev.finish()),
+                Arc::new(self.truncated.finish()),
+            ],
+            Some(self.valid),
+        )
+    }
+}
+
+/// Events to a record batch of the trail schema.
+pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
+    let n = events.len();
+    let mut time = Vec::with_capacity(n);
+    let mut class_uid = Int32Builder::with_capacity(n);
+    let mut category = Int32Builder::with_capacity(n);
+    let mut activity_id = Int32Builder::with_capacity(n);
+    let mut activity_name = StringBuilder::new();
+    let mut type_uid = Int64Builder::with_capacity(n);
+    let mut status = Int32Builder::with_capacity(n);
+    // actor.process
+    let (mut a_pid, mut a_tid) = (Int32Builder::new(), Int32Builder::new());
+    let (mut a_uid, mut a_gid) = (UInt32Builder::new(), UInt32Builder::new());
+    let (mut a_name, mut a_cmd, mut a_exe) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut a_ppid = Int32Builder::new();
+    // process
+    let mut p_valid = Vec::with_capacity(n);
+    let mut p_pid = Int32Builder::new();
+    let (mut p_name, mut p_cmd, mut p_exe, mut p_cwd) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let (mut p_code, mut p_sig) = (Int32Builder::new(), Int32Builder::new());
+    let mut p_trunc = BooleanBuilder::new();
+    let mut file = FileCols::default();
+    let mut file_result = FileCols::default();
+    // groundtruth
+    let mut g_cpu = UInt32Builder::new();
+    let (mut g_seq, mut g_cg) = (UInt64Builder::new(), UInt64Builder::new());
+    let (mut g_service, mut g_syscall) = (StringBuilder::new(), StringBuilder::new());
+    let mut g_ret = Int64Builder::new();
+    let mut g_errno = Int32Builder::new();
+    let mut g_flags = UInt64Builder::new();
+    let (mut g_mode, mut g_ouid, mut g_ogid) = (
+        UInt32Builder::new(),
+        UInt32Builder::new(),
+        UInt32Builder::new(),
+    );
+    let mut g_len = Int64Builder::new();
+    let mut g_fd = Int32Builder::new();
+    let (mut g_br, mut g_bw) = (UInt64Builder::new(), UInt64Builder::new());
+    let mut g_impl = BooleanBuilder::new();
+
+    for e in events {
+        time.push(e.time_ns);
+        class_uid.append_value(e.class_uid);
+        category.append_value(e.category_uid());
+        activity_id.append_value(e.activity_id);
+        activity_name.append_value(&e.activity_name);
+        type_uid.append_value(e.type_uid());
+        status.append_value(e.status_id);
+        let a = &e.actor;
+        a_pid.append_value(a.pid as i32);
+        a_tid.append_value(a.tid as i32);
+        a_uid.append_value(a.uid);
+        a_gid.append_value(a.gid);
+        a_name.append_value(&a.name);
+        a_cmd.append_option(a.cmd_line.as_deref());
+        a_exe.append_option(a.exe.as_deref());
+        a_ppid.append_value(a.ppid as i32);
+        let dp = TargetProcess::default();
+        let p = e.process.as_ref().unwrap_or(&dp);
+        p_valid.push(e.process.is_some());
+        p_pid.append_value(p.pid as i32);
+        p_name.append_option(p.name.as_deref());
+        p_cmd.append_option(p.cmd_line.as_deref());
+        p_exe.append_option(p.exe.as_deref());
+        p_cwd.append_option(p.cwd.as_deref());
+        p_code.append_option(p.exit_code);
+        p_sig.append_option(p.exit_signal);
+        p_trunc.append_value(p.args_truncated);
+        file.push(e.file.as_ref());
+        file_result.push(e.file_result.as_ref());
+        let g = &e.groundtruth;
+        g_cpu.append_value(g.cpu);
+        g_seq.append_value(g.sequence);
+        g_cg.append_value(g.cgroup_id);
+        g_service.append_value(&g.service);
+        g_syscall.append_option(g.syscall.as_deref());
+        g_ret.append_option(g.ret);
+        g_errno.append_option(g.errno);
+        g_flags.append_option(g.flags);
+        g_mode.append_option(g.mode);
+        g_ouid.append_option(g.owner_uid);
+        g_ogid.append_option(g.owner_gid);
+        g_len.append_option(g.length);
+        g_fd.append_option(g.fd);
+        g_br.append_option(g.bytes_read);
+        g_bw.append_option(g.bytes_written);
+        g_impl.append_value(g.implicit);
+    }
+
+    let actor_process = strukt(
+        actor_process_fields(),
+        vec![
+            Arc::new(a_pid.finish()),
+            Arc::new(a_tid.finish()),
+            Arc::new(a_uid.finish()),
+            Arc::new(a_gid.finish()),
+            Arc::new(a_name.finish()),
+            Arc::new(a_cmd.finish()),
+            path_array(a_exe),
+            strukt(
+                Fields::from(vec![Field::new("pid", DataType::Int32, false)]),
+                vec![Arc::new(a_ppid.finish())],
+                None,
+            ),
+        ],
+        None,
+    );
+    let actor = strukt(actor_fields(), vec![actor_process], None);
+    let process = strukt(
+        process_fields(),
+        vec![
+            Arc::new(p_pid.finish()),
+            Arc::new(p_name.finish()),
+            Arc::new(p_cmd.finish()),
+            path_array(p_exe),
+            Arc::new(p_cwd.finish()),
+            Arc::new(p_code.finish()),
+            Arc::new(p_sig.finish()),
+            Arc::new(p_trunc.finish()),
+        ],
+        Some(p_valid),
+    );
+    let extra = strukt(
+        extra_fields(),
+        vec![
+            Arc::new(g_cpu.finish()),
+            Arc::new(g_seq.finish()),
+            Arc::new(g_cg.finish()),
+            Arc::new(g_service.finish()),
+            Arc::new(g_syscall.finish()),
+            Arc::new(g_ret.finish()),
+            Arc::new(g_errno.finish()),
+            Arc::new(g_flags.finish()),
+            Arc::new(g_mode.finish()),
+            Arc::new(g_ouid.finish()),
+            Arc::new(g_ogid.finish()),
+            Arc::new(g_len.finish()),
+            Arc::new(g_fd.finish()),
+            Arc::new(g_br.finish()),
+            Arc::new(g_bw.finish()),
+            Arc::new(g_impl.finish()),
+        ],
+        None,
+    );
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
+        Arc::new(class_uid.finish()),
+        Arc::new(category.finish()),
+        Arc::new(activity_id.finish()),
+        Arc::new(activity_name.finish()),
+        Arc::new(type_uid.finish()),
+        Arc::new(status.finish()),
+        actor,
+        process,
+        file.finish(),
+        file_result.finish(),
+        extra,
+    ];
+    Ok(RecordBatch::try_new(schema(), columns)?)
+}
+
+fn col<'a, T: 'static>(s: &'a StructArray, name: &str) -> Result<&'a T, TrailError> {
+    s.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| TrailError::Schema(format!("column `{name}` missing or of the wrong type")))
+}
+
+fn opt_str(a: &StringArray, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.value(i).to_string())
+}
+
+macro_rules! opt {
+    ($a:expr, $i:expr) => {
+        $a.is_valid($i).then(|| $a.value($i))
+    };
+}
+
+fn read_file_refs(s: &StructArray) -> Result<Vec<Option<FileRef>>, TrailError> {
+    let path = col::<StringArray>(s, "path")?;
+    let req = col::<StringArray>(s, "path_requested")?;
+    let inode = col::<UInt64Array>(s, "inode")?;
+    let dev = col::<UInt64Array>(s, "dev")?;
+    let tr = col::<BooleanArray>(s, "path_truncated")?;
+    Ok((0..s.len())
+        .map(|i| {
+            s.is_valid(i).then(|| FileRef {
+                path: opt_str(path, i),
+                path_requested: opt_str(req, i),
+                inode: opt!(inode, i),
+                dev: opt!(dev, i),
+                path_truncated: tr.value(i),
+            })
+        })
+        .collect())
+}
+
+/// A record batch of the trail schema back to events.
+pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
+    let root = StructArray::from(batch.clone());
+    let time = col::<TimestampNanosecondArray>(&root, "time")?;
+    let class_uid = col::<Int32Array>(&root, "class_uid")?;
+    let activity_id = col::<Int32Array>(&root, "activity_id")?;
+    let activity_name = col::<StringArray>(&root, "activity_name")?;
+    let status = col::<Int32Array>(&root, "status_id")?;
+    let actor = col::<StructArray>(&root, "actor")?;
+    let ap = col::<StructArray>(actor, "process")?;
+    let a_pid = col::<Int32Array>(ap, "pid")?;
+    let a_tid = col::<Int32Array>(ap, "tid")?;
+    let a_uid = col::<UInt32Array>(ap, "uid")?;
+    let a_gid = col::<UInt32Array>(ap, "gid")?;
+    let a_name = col::<StringArray>(ap, "name")?;
+    let a_cmd = col::<StringArray>(ap, "cmd_line")?;
+    let a_exe = col::<StringArray>(col::<StructArray>(ap, "file")?, "path")?;
+    let a_ppid = col::<Int32Array>(col::<StructArray>(ap, "parent_process")?, "pid")?;
+    let p = col::<StructArray>(&root, "process")?;
+    let p_pid = col::<Int32Array>(p, "pid")?;
+    let p_name = col::<StringArray>(p, "name")?;
+    let p_cmd = col::<StringArray>(p, "cmd_line")?;
+    let p_exe = col::<StringArray>(col::<StructArray>(p, "file")?, "path")?;
+    let p_cwd = col::<StringArray>(p, "cwd")?;
+    let p_code = col::<Int32Array>(p, "exit_code")?;
+    let p_sig = col::<Int32Array>(p, "exit_signal")?;
+    let p_tr = col::<BooleanArray>(p, "args_truncated")?;
+    let files = read_file_refs(col::<StructArray>(&root, "file")?)?;
+    let results = read_file_refs(col::<StructArray>(&root, "file_result")?)?;
+    let g = col::<StructArray>(&root, "groundtruth")?;
+    let g_cpu = col::<UInt32Array>(g, "cpu")?;
+    let g_seq = col::<UInt64Array>(g, "sequence")?;
+    let g_cg = col::<UInt64Array>(g, "cgroup_id")?;
+    let g_service = col::<StringArray>(g, "service")?;
+    let g_syscall = col::<StringArray>(g, "syscall")?;
+    let g_ret = col::<Int64Array>(g, "ret")?;
+    let g_errno = col::<Int32Array>(g, "errno")?;
+    let g_flags = col::<UInt64Array>(g, "flags")?;
+    let g_mode = col::<UInt32Array>(g, "mode")?;
+    let g_ouid = col::<UInt32Array>(g, "owner_uid")?;
+    let g_ogid = col::<UInt32Array>(g, "owner_gid")?;
+    let g_len = col::<Int64Array>(g, "length")?;
+    let g_fd = col::<Int32Array>(g, "fd")?;
+    let g_br = col::<UInt64Array>(g, "bytes_read")?;
+    let g_bw = col::<UInt64Array>(g, "bytes_written")?;
+    let g_impl = col::<BooleanArray>(g, "implicit")?;
+
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for (i, (file, file_result)) in files.into_iter().zip(results).enumerate() {
+        out.push(Event {
+            time_ns: time.value(i),
+            class_uid: class_uid.value(i),
+            activity_id: activity_id.value(i),
+            activity_name: activity_name.value(i).to_string(),
+            status_id: status.value(i),
+            actor: Actor {
+                pid: a_pid.value(i) as u32,
+                tid: a_tid.value(i) as u32,
+                uid: a_uid.value(i),
+                gid: a_gid.value(i),
+                name: a_name.value(i).to_string(),
+                cmd_line: opt_str(a_cmd, i),
+                exe: opt_str(a_exe, i),
+                ppid: a_ppid.value(i) as u32,
+            },
+            process: p.is_valid(i).then(|| TargetProcess {
+                pid: p_pid.value(i) as u32,
+                name: opt_str(p_name, i),
+                cmd_line: opt_str(p_cmd, i),
+                exe: opt_str(p_exe, i),
+                cwd: opt_str(p_cwd, i),
+                exit_code: opt!(p_code, i),
+                exit_signal: opt!(p_sig, i),
+                args_truncated: p_tr.value(i),
+            }),
+            file,
+            file_result,
+            groundtruth: Extra {
+                cpu: g_cpu.value(i),
+                sequence: g_seq.value(i),
+                cgroup_id: g_cg.value(i),
+                service: g_service.value(i).to_string(),
+                syscall: opt_str(g_syscall, i),
+                ret: opt!(g_ret, i),
+                errno: opt!(g_errno, i),
+                flags: opt!(g_flags, i),
+                mode: opt!(g_mode, i),
+                owner_uid: opt!(g_ouid, i),
+                owner_gid: opt!(g_ogid, i),
+                length: opt!(g_len, i),
+                fd: opt!(g_fd, i),
+                bytes_read: opt!(g_br, i),
+                bytes_written: opt!(g_bw, i),
+                implicit: g_impl.value(i),
+            },
+        });
+    }
+    Ok(out)
+}
