@@ -1,0 +1,32 @@
+//! Builds the kernel programs (agent-ebpf) for the BPF target with the nightly toolchain
+//! and bpf-linker; `cargo xtask setup` installs both.
+use anyhow::{anyhow, Context as _};
+use aya_build::Toolchain;
+
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?;
+    let ebpf_package = packages
+        .into_iter()
+        .find(|cargo_metadata::Package { name, .. }| name.as_str() == "agent-ebpf")
+        .ok_or_else(|| anyhow!("agent-ebpf package not found"))?;
+    let cargo_metadata::Package {
+        name,
+        manifest_path,
+        ..
+    } = ebpf_package;
+    let root_dir = manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {manifest_path}"))?
+        .as_str();
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: name.as_str(),
+            root_dir,
+            ..Default::default()
+        }],
+        Toolchain::default(),
+    )
+}

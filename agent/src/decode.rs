@@ -1,0 +1,647 @@
+//! Decoding ring buffer records into trail events.
+//!
+//! Kernel bytes are untrusted input: every length and offset is checked, strings are
+//! decoded lossily, unknown kinds are errors the caller counts. Nothing here panics on
+//! any input (see the tests, which feed truncated and random records).
+//!
+//! The decoder also keeps what the kernel does not repeat in every event: the command
+//! line and executable of each process (from its exec, inherited at fork) and the path
+//! of each open descriptor (for close events).
+
+use agent_common::{
+    ev_flag, op, str_flag, str_kind, syscalls, RawEvent, StrRef, MAX_STRS, RAW_EVENT_SIZE,
+};
+use std::collections::HashMap;
+use trail::event::{activity, class, status};
+use trail::{Actor, Event, Extra, FileRef, TargetProcess};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The record is shorter than the fixed event layout.
+    #[error("record of {0} bytes is shorter than an event ({RAW_EVENT_SIZE} bytes)")]
+    Short(usize),
+    /// The record claims more string data than it carries.
+    #[error("record declares {declared} bytes of string data but carries {present}")]
+    DataLen { declared: usize, present: usize },
+    /// A string slot points outside the string data.
+    #[error("string slot {slot} ({off}+{len}) is outside the {data} bytes of string data")]
+    StrOutOfBounds {
+        slot: usize,
+        off: usize,
+        len: usize,
+        data: usize,
+    },
+    /// The event kind is not one this agent knows.
+    #[error("unknown event kind {0}")]
+    UnknownOp(u32),
+}
+
+/// A record split into its fixed part and its string data.
+pub struct Record<'a> {
+    pub ev: RawEvent,
+    pub data: &'a [u8],
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
+    if bytes.len() < RAW_EVENT_SIZE {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: RawEvent is repr(C) made of integers only, so every bit pattern is a valid
+    // value; the length was checked; read_unaligned makes no alignment assumption.
+    let ev: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const RawEvent) };
+    let rest = &bytes[RAW_EVENT_SIZE..];
+    let declared = ev.data_len as usize;
+    if declared > rest.len() {
+        return Err(DecodeError::DataLen {
+            declared,
+            present: rest.len(),
+        });
+    }
+    let data = &rest[..declared];
+    for (slot, s) in ev.strs.iter().enumerate() {
+        if s.kind != str_kind::NONE && s.off as usize + s.len as usize > data.len() {
+            return Err(DecodeError::StrOutOfBounds {
+                slot,
+                off: s.off as usize,
+                len: s.len as usize,
+                data: data.len(),
+            });
+        }
+    }
+    Ok(Record { ev, data })
+}
+
+impl Record<'_> {
+    fn slot(&self, i: usize) -> Option<(&[u8], StrRef)> {
+        let s = *self.ev.strs.get(i)?;
+        if s.kind == str_kind::NONE || i >= MAX_STRS {
+            return None;
+        }
+        let b = self
+            .data
+            .get(s.off as usize..s.off as usize + s.len as usize)?;
+        Some((b, s))
+    }
+
+    /// A kernel-resolved path (components leaf first) as an absolute path.
+    fn components(&self, i: usize) -> Option<(String, bool)> {
+        let (b, s) = self.slot(i)?;
+        if s.kind != str_kind::COMPONENTS {
+            return None;
+        }
+        let parts: Vec<&[u8]> = b.split(|&c| c == 0).filter(|p| !p.is_empty()).collect();
+        let mut path = String::new();
+        for p in parts.iter().rev() {
+            if *p == b"/" {
+                continue;
+            }
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(p));
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        Some((
+            path,
+            s.flags & (str_flag::TRUNCATED | str_flag::READ_ERROR) != 0,
+        ))
+    }
+
+    fn raw(&self, i: usize) -> Option<(String, bool)> {
+        let (b, s) = self.slot(i)?;
+        if s.kind != str_kind::RAW {
+            return None;
+        }
+        Some((String::from_utf8_lossy(b).into_owned(), s.flags != 0))
+    }
+
+    /// A path argument (slot `i`) joined with its base directory (slot `i + 1`).
+    fn path_arg(&self, i: usize) -> Option<FileRef> {
+        let (requested, req_trunc) = self.raw(i)?;
+        let (path, trunc) = if requested.starts_with('/') {
+            (Some(normalize(&requested)), req_trunc)
+        } else if let Some((base, base_trunc)) = self.components(i + 1) {
+            (
+                Some(normalize(&format!("{base}/{requested}"))),
+                req_trunc || base_trunc,
+            )
+        } else {
+            (None, true)
+        };
+        Some(FileRef {
+            path,
+            path_requested: Some(requested),
+            path_truncated: trunc,
+            ..Default::default()
+        })
+    }
+}
+
+/// Lexical normalisation of an absolute path: `.` and empty components dropped, `..`
+/// removes the previous component (never above `/`).
+pub fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for c in &out {
+        s.push('/');
+        s.push_str(c);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+fn argv_to_cmdline(b: &[u8]) -> String {
+    let parts: Vec<String> = b
+        .split(|&c| c == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    parts.join(" ")
+}
+
+fn comm(c: &[u8]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+#[derive(Clone, Debug, Default)]
+struct Proc {
+    cmd_line: Option<String>,
+    exe: Option<String>,
+}
+
+/// Descriptors still counted by the kernel for a process, to be flushed at its exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenFd {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// Turns records into events, keeping per-process and per-descriptor state.
+pub struct Decoder {
+    /// Wall clock minus boot clock, ns.
+    pub boot_to_wall_ns: i64,
+    services: Vec<String>,
+    procs: HashMap<u32, Proc>,
+    fds: HashMap<(u32, u32), FileRef>,
+    /// Events produced by the agent itself (implicit closes at exit) get this CPU value
+    /// and their own sequence.
+    agent_seq: u64,
+}
+
+/// CPU value of events synthesized by the agent from kernel state.
+pub const AGENT_CPU: u32 = u32::MAX;
+
+impl Decoder {
+    pub fn new(boot_to_wall_ns: i64, services: Vec<String>) -> Self {
+        Self {
+            boot_to_wall_ns,
+            services,
+            procs: HashMap::new(),
+            fds: HashMap::new(),
+            agent_seq: 0,
+        }
+    }
+
+    /// Descriptors of `pid` opened in the trail and not closed yet.
+    pub fn open_fds(&self, pid: u32) -> Vec<OpenFd> {
+        let mut v: Vec<OpenFd> = self
+            .fds
+            .keys()
+            .filter(|(p, _)| *p == pid)
+            .map(|&(pid, fd)| OpenFd { pid, fd })
+            .collect();
+        v.sort_by_key(|o| o.fd);
+        v
+    }
+
+    fn service(&self, i: u32) -> String {
+        self.services
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("service#{i}"))
+    }
+
+    fn base(&self, r: &RawEvent, class_uid: i32, activity_id: i32, name: &str) -> Event {
+        let h = &r.header;
+        let p = self.procs.get(&h.pid).cloned().unwrap_or_default();
+        let failed = r.ret < 0 && h.op != op::EXIT;
+        Event {
+            time_ns: (h.boot_ns as i64).saturating_add(self.boot_to_wall_ns),
+            class_uid,
+            activity_id,
+            activity_name: name.to_string(),
+            status_id: if failed {
+                status::FAILURE
+            } else {
+                status::SUCCESS
+            },
+            actor: Actor {
+                pid: h.pid,
+                tid: h.tid,
+                uid: h.uid,
+                gid: h.gid,
+                name: comm(&h.comm),
+                cmd_line: p.cmd_line,
+                exe: p.exe,
+                ppid: h.ppid,
+            },
+            process: None,
+            file: None,
+            file_result: None,
+            groundtruth: Extra {
+                cpu: h.cpu,
+                sequence: h.seq,
+                cgroup_id: h.cgroup_id,
+                service: self.service(h.service),
+                syscall: (r.syscall != 0)
+                    .then(|| syscalls::name(r.syscall as u64).map(str::to_string))
+                    .flatten(),
+                ret: (h.op < op::EXEC && h.op != op::CLOSE).then_some(r.ret),
+                errno: (failed && h.op < op::EXEC).then_some((-r.ret) as i32),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Decode one record.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        let rec = parse(bytes)?;
+        let r = rec.ev;
+        let h = r.header;
+        let file_with = |rec: &Record, f: Option<FileRef>| -> FileRef {
+            let mut f = f.unwrap_or_default();
+            if r.inode != 0 {
+                f.inode = Some(r.inode);
+                f.dev = Some(r.dev);
+            }
+            if let Some((path, trunc)) = rec.components(2) {
+                f.path = Some(path);
+                f.path_truncated = trunc;
+            }
+            f
+        };
+        let ev = match h.op {
+            op::EXEC => {
+                let mut e = self.base(
+                    &r,
+                    class::PROCESS_ACTIVITY,
+                    activity::PROCESS_LAUNCH,
+                    "Launch",
+                );
+                let exe = rec.components(0).map(|p| p.0);
+                let (cmd_line, truncated) = match rec.slot(1) {
+                    Some((b, s)) if s.kind == str_kind::ARGV => {
+                        (Some(argv_to_cmdline(b)), s.flags & str_flag::TRUNCATED != 0)
+                    }
+                    _ => (None, false),
+                };
+                self.procs.insert(
+                    h.pid,
+                    Proc {
+                        cmd_line: cmd_line.clone(),
+                        exe: exe.clone(),
+                    },
+                );
+                e.actor.cmd_line = cmd_line.clone();
+                e.actor.exe = exe.clone();
+                e.process = Some(TargetProcess {
+                    pid: h.pid,
+                    name: Some(comm(&h.comm)),
+                    cmd_line,
+                    exe,
+                    cwd: rec.components(2).map(|p| p.0),
+                    args_truncated: truncated,
+                    ..Default::default()
+                });
+                e
+            }
+            op::FORK => {
+                let mut e = self.base(&r, class::PROCESS_ACTIVITY, activity::OTHER, "Fork");
+                let child = r.arg_a as u32;
+                let parent = self.procs.get(&h.pid).cloned().unwrap_or_default();
+                self.procs.insert(child, parent.clone());
+                e.process = Some(TargetProcess {
+                    pid: child,
+                    name: Some(comm(&h.comm)),
+                    cmd_line: parent.cmd_line,
+                    exe: parent.exe,
+                    ..Default::default()
+                });
+                e
+            }
+            op::EXIT => {
+                let mut e = self.base(
+                    &r,
+                    class::PROCESS_ACTIVITY,
+                    activity::PROCESS_TERMINATE,
+                    "Terminate",
+                );
+                let status = r.ret as i32;
+                let sig = status & 0x7f;
+                e.process = Some(TargetProcess {
+                    pid: h.pid,
+                    name: Some(comm(&h.comm)),
+                    cmd_line: e.actor.cmd_line.clone(),
+                    exe: e.actor.exe.clone(),
+                    exit_code: (sig == 0).then_some((status >> 8) & 0xff),
+                    exit_signal: (sig != 0).then_some(sig),
+                    ..Default::default()
+                });
+                self.procs.remove(&h.pid);
+                e
+            }
+            op::OPEN => {
+                let mut e = self.base(&r, class::FILE_SYSTEM_ACTIVITY, activity::FILE_OPEN, "Open");
+                let requested = if r.ret >= 0 {
+                    rec.raw(0).map(|s| s.0)
+                } else {
+                    None
+                };
+                let mut f = if r.ret >= 0 {
+                    file_with(&rec, None)
+                } else {
+                    rec.path_arg(0).unwrap_or_default()
+                };
+                if requested.is_some() {
+                    f.path_requested = requested;
+                }
+                e.groundtruth.flags = Some(r.flags);
+                e.groundtruth.mode = Some(r.arg_a as u32);
+                if r.ret >= 0 {
+                    e.groundtruth.fd = Some(r.fd);
+                    self.fds.insert((h.pid, r.fd as u32), f.clone());
+                }
+                e.file = Some(f);
+                e
+            }
+            op::CLOSE => {
+                let mut e = self.base(&r, class::FILE_SYSTEM_ACTIVITY, activity::OTHER, "Close");
+                let mut f = self.fds.remove(&(h.pid, r.fd as u32)).unwrap_or_default();
+                if r.inode != 0 {
+                    f.inode = Some(r.inode);
+                    f.dev = Some(r.dev);
+                }
+                e.file = Some(f);
+                e.groundtruth.fd = Some(r.fd);
+                e.groundtruth.bytes_read = Some(r.bytes_read);
+                e.groundtruth.bytes_written = Some(r.bytes_written);
+                e.groundtruth.implicit = r.ev_flags & ev_flag::IMPLICIT_CLOSE != 0;
+                e
+            }
+            op::RENAME | op::LINK | op::SYMLINK => {
+                let (act, name) = match h.op {
+                    op::RENAME => (activity::FILE_RENAME, "Rename"),
+                    op::LINK => (activity::FILE_CREATE, "Link"),
+                    _ => (activity::FILE_CREATE, "Symlink"),
+                };
+                let mut e = self.base(&r, class::FILE_SYSTEM_ACTIVITY, act, name);
+                e.file = if h.op == op::SYMLINK {
+                    // The target is data, not a path the kernel resolved.
+                    rec.raw(0).map(|(t, tr)| FileRef {
+                        path_requested: Some(t),
+                        path_truncated: tr,
+                        ..Default::default()
+                    })
+                } else {
+                    rec.path_arg(0)
+                };
+                e.file_result = rec.path_arg(2);
+                e.groundtruth.flags = Some(r.flags);
+                e
+            }
+            op::UNLINK | op::RMDIR | op::MKDIR | op::TRUNCATE | op::CHMOD | op::CHOWN => {
+                let is_rmdir = h.op == op::RMDIR
+                    || (h.op == op::UNLINK && r.flags & syscalls::AT_REMOVEDIR != 0);
+                let (act, name) = match h.op {
+                    _ if is_rmdir => (activity::FILE_DELETE, "Rmdir"),
+                    op::UNLINK => (activity::FILE_DELETE, "Delete"),
+                    op::MKDIR => (activity::FILE_CREATE, "Mkdir"),
+                    op::TRUNCATE => (activity::FILE_UPDATE, "Truncate"),
+                    op::CHMOD => (activity::FILE_SET_SECURITY, "Chmod"),
+                    _ => (activity::FILE_SET_SECURITY, "Chown"),
+                };
+                let mut e = self.base(&r, class::FILE_SYSTEM_ACTIVITY, act, name);
+                let f = rec.path_arg(0);
+                e.file = Some(file_with(&rec, f));
+                match h.op {
+                    op::MKDIR | op::CHMOD => e.groundtruth.mode = Some(r.arg_a as u32),
+                    op::TRUNCATE => e.groundtruth.length = Some(r.arg_a as i64),
+                    op::CHOWN => {
+                        e.groundtruth.owner_uid = Some(r.arg_a as u32);
+                        e.groundtruth.owner_gid = Some(r.arg_b as u32);
+                    }
+                    _ => {}
+                }
+                if r.fd >= 0 {
+                    e.groundtruth.fd = Some(r.fd);
+                }
+                if r.flags != 0 {
+                    e.groundtruth.flags = Some(r.flags);
+                }
+                e
+            }
+            other => return Err(DecodeError::UnknownOp(other)),
+        };
+        Ok(ev)
+    }
+
+    /// A close the kernel did at process exit, reported by the agent from the kernel's
+    /// descriptor state. `like` is the exit event of the process.
+    pub fn implicit_close(
+        &mut self,
+        exit: &Event,
+        fd: u32,
+        bytes_read: u64,
+        bytes_written: u64,
+        inode: u64,
+        dev: u64,
+    ) -> Event {
+        let mut f = self.fds.remove(&(exit.actor.pid, fd)).unwrap_or_default();
+        if inode != 0 {
+            f.inode = Some(inode);
+            f.dev = Some(dev);
+        }
+        self.agent_seq += 1;
+        Event {
+            time_ns: exit.time_ns,
+            class_uid: class::FILE_SYSTEM_ACTIVITY,
+            activity_id: activity::OTHER,
+            activity_name: "Close".into(),
+            status_id: status::SUCCESS,
+            actor: exit.actor.clone(),
+            process: None,
+            file: Some(f),
+            file_result: None,
+            groundtruth: Extra {
+                cpu: AGENT_CPU,
+                sequence: self.agent_seq - 1,
+                cgroup_id: exit.groundtruth.cgroup_id,
+                service: exit.groundtruth.service.clone(),
+                fd: Some(fd as i32),
+                bytes_read: Some(bytes_read),
+                bytes_written: Some(bytes_written),
+                implicit: true,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::EventHeader;
+
+    fn record(ev: &RawEvent, data: &[u8]) -> Vec<u8> {
+        let mut ev = *ev;
+        ev.data_len = data.len() as u32;
+        // SAFETY: repr(C) plain data.
+        let head = unsafe {
+            std::slice::from_raw_parts(&ev as *const RawEvent as *const u8, RAW_EVENT_SIZE)
+        };
+        let mut v = head.to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn raw(op: u32) -> RawEvent {
+        RawEvent {
+            header: EventHeader {
+                op,
+                pid: 7,
+                tid: 7,
+                comm: *b"tester\0\0\0\0\0\0\0\0\0\0",
+                ..Default::default()
+            },
+            fd: -1,
+            ..Default::default()
+        }
+    }
+
+    fn sref(off: usize, len: usize, kind: u8) -> StrRef {
+        StrRef {
+            off: off as u16,
+            len: len as u16,
+            kind,
+            flags: 0,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn normalize_resolves_dots() {
+        assert_eq!(normalize("/a/./b/../c//d/"), "/a/c/d");
+        assert_eq!(normalize("/../.."), "/");
+        assert_eq!(normalize("/"), "/");
+    }
+
+    #[test]
+    fn open_uses_the_kernel_resolved_path_and_close_finds_it() {
+        let mut d = Decoder::new(1000, vec!["svc".into()]);
+        let mut ev = raw(op::OPEN);
+        ev.ret = 3;
+        ev.fd = 3;
+        ev.inode = 99;
+        ev.dev = 8;
+        ev.syscall = syscalls::nr::OPENAT as u32;
+        let data = b"x.txt\0x.txt\0dir\0tmp\0";
+        ev.strs[0] = sref(0, 5, str_kind::RAW);
+        ev.strs[2] = sref(5, data.len() - 5, str_kind::COMPONENTS);
+        let e = d.decode(&record(&ev, data)).unwrap();
+        let f = e.file.unwrap();
+        assert_eq!(f.path.as_deref(), Some("/tmp/dir/x.txt"));
+        assert_eq!(f.path_requested.as_deref(), Some("x.txt"));
+        assert_eq!(f.inode, Some(99));
+        assert_eq!(e.groundtruth.syscall.as_deref(), Some("openat"));
+        assert_eq!(e.groundtruth.service, "svc");
+
+        let mut c = raw(op::CLOSE);
+        c.fd = 3;
+        c.bytes_written = 12;
+        let e = d.decode(&record(&c, b"")).unwrap();
+        assert_eq!(e.file.unwrap().path.as_deref(), Some("/tmp/dir/x.txt"));
+        assert_eq!(e.groundtruth.bytes_written, Some(12));
+        assert!(d.open_fds(7).is_empty());
+    }
+
+    #[test]
+    fn relative_path_is_joined_with_its_base() {
+        let mut d = Decoder::new(0, vec![]);
+        let mut ev = raw(op::UNLINK);
+        let data = b"../b/./f\0work\0home\0";
+        ev.strs[0] = sref(0, 8, str_kind::RAW);
+        ev.strs[1] = sref(8, data.len() - 8, str_kind::COMPONENTS);
+        let e = d.decode(&record(&ev, data)).unwrap();
+        assert_eq!(e.file.unwrap().path.as_deref(), Some("/home/b/f"));
+        assert_eq!(e.activity_name, "Delete");
+    }
+
+    #[test]
+    fn failed_open_carries_errno() {
+        let mut d = Decoder::new(0, vec![]);
+        let mut ev = raw(op::OPEN);
+        ev.ret = -2;
+        ev.strs[0] = sref(0, 8, str_kind::RAW);
+        let e = d.decode(&record(&ev, b"/nothere")).unwrap();
+        assert_eq!(e.groundtruth.errno, Some(2));
+        assert_eq!(e.status_id, status::FAILURE);
+        assert_eq!(e.file.unwrap().path.as_deref(), Some("/nothere"));
+    }
+
+    #[test]
+    fn exit_status_words() {
+        let mut d = Decoder::new(0, vec![]);
+        let mut ev = raw(op::EXIT);
+        ev.ret = 3 << 8;
+        let p = d.decode(&record(&ev, b"")).unwrap().process.unwrap();
+        assert_eq!((p.exit_code, p.exit_signal), (Some(3), None));
+        ev.ret = 9;
+        let p = d.decode(&record(&ev, b"")).unwrap().process.unwrap();
+        assert_eq!((p.exit_code, p.exit_signal), (None, Some(9)));
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let mut d = Decoder::new(0, vec![]);
+        assert_eq!(d.decode(&[0u8; 10]).unwrap_err(), DecodeError::Short(10));
+        let mut ev = raw(op::OPEN);
+        ev.strs[0] = sref(4, 10, str_kind::RAW);
+        assert!(matches!(
+            d.decode(&record(&ev, b"abcd")),
+            Err(DecodeError::StrOutOfBounds { .. })
+        ));
+        let mut bad = record(&raw(op::OPEN), b"");
+        let o = std::mem::offset_of!(RawEvent, data_len);
+        bad[o..o + 4].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(d.decode(&bad).is_err());
+        assert_eq!(
+            d.decode(&record(&raw(12345), b"")).unwrap_err(),
+            DecodeError::UnknownOp(12345)
+        );
+        // Random bytes of every length: never a panic.
+        let mut x: u64 = 0x1234_5678;
+        for len in 0..600 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = d.decode(&buf);
+        }
+    }
+}

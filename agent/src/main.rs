@@ -1,0 +1,118 @@
+//! `groundtruth-agent`: the privileged capture side of groundtruth.
+
+use agent::record::{self, RecordOptions};
+use clap::{Parser, Subcommand};
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+const EXIT_CODES: &str = "\
+EXIT STATUS:
+  record exits with the command's own exit status (128+N if a signal N killed it),
+  so it can wrap a test command in CI. Agent failures use:
+    125  the agent itself failed (not root, kernel unsupported, output directory not
+         empty, cannot load or attach programs, cannot write the trail)
+    127  the command could not be started (not found, not executable)";
+
+#[derive(Parser)]
+#[command(
+    name = "groundtruth-agent",
+    version,
+    about = "Record what a command really does, from the kernel, into a Parquet trail",
+    long_about = "Record what a command really does, from the kernel, into a Parquet trail.\n\n\
+        eBPF programs on syscall and scheduler tracepoints see every process and file \
+        action of the command's whole process tree, independently of what the \
+        application logs. Needs root and a kernel with BTF (5.15 or later).",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Launch CMD and record its process tree until it exits.
+    ///
+    /// Example: sudo groundtruth-agent record --out trail/ -- make test
+    #[command(after_help = EXIT_CODES)]
+    Record {
+        /// Directory for the trail; created if absent, refused if not empty.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Label for the command's events (the `groundtruth.service` column).
+        /// Default: the command's file name.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Run CMD as this user (name or uid). Default under sudo: the user who ran
+        /// sudo (SUDO_UID/SUDO_GID), never silently root.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Keep recording after CMD exits until every process of its tree has exited.
+        #[arg(long)]
+        wait_all: bool,
+        /// Kernel ring buffer size in MiB (a power of two). Events that do not fit are
+        /// counted as lost and reported, never silently dropped.
+        #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring)]
+        ring_size: u32,
+        /// Start a new Parquet segment after this many events.
+        #[arg(long, value_name = "N", default_value_t = 4 << 20)]
+        segment_events: usize,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+}
+
+fn parse_ring(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of MiB"))?;
+    if n == 0 || !n.is_power_of_two() || n > 1024 {
+        return Err(format!(
+            "{n} MiB: the ring size must be a power of two between 1 and 1024"
+        ));
+    }
+    Ok(n)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Record {
+            out,
+            service,
+            user,
+            wait_all,
+            ring_size,
+            segment_events,
+            command,
+        } => {
+            let opts = RecordOptions {
+                out,
+                service,
+                user,
+                wait_all,
+                ring_bytes: ring_size * 1024 * 1024,
+                segment_rows: segment_events.max(1),
+                command,
+            };
+            match record::record(opts) {
+                Ok(summary) => {
+                    eprintln!("{}", summary.line());
+                    ExitCode::from(summary.exit_code.clamp(0, 255) as u8)
+                }
+                Err(e) => {
+                    eprintln!("groundtruth-agent: error: {e:#}");
+                    let not_found = format!("{e:#}");
+                    if not_found.contains("command not found")
+                        || not_found.contains("execve failed")
+                        || not_found.contains("no such file")
+                    {
+                        ExitCode::from(127)
+                    } else {
+                        ExitCode::from(125)
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! `groundtruth-agent record`: launch a command, follow its process tree in the kernel,
+//! and write every event into a trail.
+
+use crate::{
+    decode::Decoder,
+    launch,
+    loader::{self, LoadOptions},
+};
+use agent_common::{stat, FdKey, FdState};
+use anyhow::{bail, Context as _};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::OsString,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    sync::atomic::{AtomicI32, Ordering},
+    time::{Duration, Instant},
+};
+use trail::{
+    event::{activity, class},
+    RunInfo, TrailWriter, WriterOptions,
+};
+
+pub struct RecordOptions {
+    pub out: PathBuf,
+    pub service: Option<String>,
+    pub user: Option<String>,
+    pub wait_all: bool,
+    pub ring_bytes: u32,
+    pub segment_rows: usize,
+    pub command: Vec<OsString>,
+}
+
+/// What a run produced, also printed as the summary line.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub per_class: BTreeMap<&'static str, u64>,
+    /// Events the kernel could not deliver (ring buffer full), per CPU.
+    pub lost: BTreeMap<u32, u64>,
+    /// Events the kernel numbered but that never arrived, per CPU (must equal `lost`).
+    pub sequence_gaps: BTreeMap<u32, u64>,
+    pub malformed: u64,
+    /// Other kernel-side problems by name (read errors, map full, ...).
+    pub kernel_stats: BTreeMap<&'static str, u64>,
+    pub files: Vec<PathBuf>,
+    pub still_running: Vec<(u32, String)>,
+    pub exit_code: i32,
+}
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores into an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// Wall clock minus boot clock, sampled several times keeping the tightest pair.
+fn boot_to_wall() -> i64 {
+    let mut best = (i64::MAX, 0);
+    for _ in 0..5 {
+        let a = clock_ns(libc::CLOCK_REALTIME);
+        let b = clock_ns(libc::CLOCK_BOOTTIME);
+        let c = clock_ns(libc::CLOCK_REALTIME);
+        if c - a < best.0 {
+            best = (c - a, (a + (c - a) / 2) - b);
+        }
+    }
+    best.1
+}
+
+fn uname() -> (String, String) {
+    // SAFETY: zeroed utsname is valid; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    unsafe { libc::uname(&mut u) };
+    let s = |f: &[libc::c_char]| {
+        let b: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    (s(&u.nodename), s(&u.release))
+}
+
+fn run_id() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn prepare_out(out: &PathBuf) -> anyhow::Result<()> {
+    match std::fs::read_dir(out) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                bail!(
+                    "{}: directory is not empty; groundtruth-agent never writes into an existing trail (choose a new --out)",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            bail!("{}: exists and is not a directory", out.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", out.display())),
+    }
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map>,
+    <T as TryFrom<aya::maps::Map>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn per_cpu(map: &PerCpuArray<MapData, u64>, idx: u32) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    if let Ok(vals) = map.get(&idx, 0) {
+        for (cpu, v) in vals.iter().enumerate() {
+            if *v != 0 {
+                out.insert(cpu as u32, *v);
+            }
+        }
+    }
+    out
+}
+
+fn class_name(class_uid: i32) -> &'static str {
+    match class_uid {
+        class::PROCESS_ACTIVITY => "process",
+        class::FILE_SYSTEM_ACTIVITY => "file",
+        class::NETWORK_ACTIVITY => "network",
+        _ => "other",
+    }
+}
+
+fn exit_code_of(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
+    let Some(cmd0) = opts.command.first() else {
+        bail!("no command given: use `groundtruth-agent record --out DIR -- CMD [ARGS...]`");
+    };
+    let program = launch::find_program(cmd0)?;
+    let run_as = launch::resolve_user(opts.user.as_deref())?;
+    let service = opts.service.clone().unwrap_or_else(|| {
+        program
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cmd".into())
+    });
+    prepare_out(&opts.out)?;
+
+    let mut loaded = loader::load(&LoadOptions {
+        ring_bytes: opts.ring_bytes,
+    })?;
+    for a in &loaded.attached {
+        eprintln!("groundtruth-agent: attached {a}");
+    }
+    if !loaded.missing.is_empty() {
+        eprintln!(
+            "groundtruth-agent: this kernel has no tracepoint for: {} (those syscalls are not recorded)",
+            loaded.missing.join(", ")
+        );
+    }
+    let ebpf = &mut loaded.ebpf;
+    let mut ring: RingBuf<MapData> = take(ebpf, "EVENTS")?;
+    let mut tracked: BpfHashMap<MapData, u32, u32> = take(ebpf, "TRACKED")?;
+    let fds: BpfHashMap<MapData, FdKey, FdState> = take(ebpf, "FDS")?;
+    let stats: PerCpuArray<MapData, u64> = take(ebpf, "STATS")?;
+    let seq: PerCpuArray<MapData, u64> = take(ebpf, "SEQ")?;
+
+    let (host, kernel) = uname();
+    let run = RunInfo {
+        run_id: run_id(),
+        host,
+        kernel,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let wopts = WriterOptions {
+        segment_rows: opts.segment_rows,
+        ..Default::default()
+    };
+    let writer = TrailWriter::create(&opts.out, run, wopts)?;
+    let decoder = Decoder::new(boot_to_wall(), vec![service.clone()]);
+    install_signal_handlers();
+
+    let pending = launch::fork_waiting(&program, &opts.command, &run_as)?;
+    if let Err(e) = tracked.insert(pending.pid as u32, 0, 0) {
+        pending.abort();
+        return Err(e).context("adding the command to the kernel tracking map");
+    }
+    eprintln!(
+        "groundtruth-agent: recording service `{service}`: {} as uid {} gid {} ({}), pid {}",
+        program.display(),
+        run_as.uid,
+        run_as.gid,
+        run_as.source,
+        pending.pid
+    );
+    let child = pending.release()?;
+
+    let mut sink = Sink {
+        decoder,
+        writer,
+        fds,
+        summary: Summary::default(),
+        live: [child as u32].into(),
+        names: BTreeMap::new(),
+        seen: BTreeMap::new(),
+    };
+    let mut child_status: Option<i32> = None;
+    let mut stop_at: Option<Instant> = None;
+    let mut forwarded = false;
+    let fd = ring.as_raw_fd();
+
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 50) };
+        while let Some(item) = ring.next() {
+            sink.handle(&item)?;
+        }
+        if child_status.is_none() {
+            let mut status = 0;
+            // SAFETY: waiting for our own child without blocking.
+            let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+            if r == child {
+                child_status = Some(status);
+            }
+        }
+        let sig = SIGNAL.load(Ordering::SeqCst);
+        if sig != 0 && !forwarded {
+            forwarded = true;
+            eprintln!("groundtruth-agent: signal {sig}: stopping (forwarded to the command)");
+            if child_status.is_none() {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child, sig) };
+            }
+            stop_at = Some(Instant::now() + Duration::from_secs(5));
+        }
+        let done = match child_status {
+            Some(_) if !opts.wait_all || sink.live.is_empty() || stop_at.is_some() => true,
+            _ => stop_at.is_some_and(|t| Instant::now() >= t),
+        };
+        if done {
+            // Every event of an exited process is already in the ring buffer; one
+            // more pass takes what arrived since the last read.
+            while let Some(item) = ring.next() {
+                sink.handle(&item)?;
+            }
+            break;
+        }
+    }
+    let Sink {
+        mut writer,
+        mut summary,
+        live,
+        names,
+        seen,
+        ..
+    } = sink;
+
+    summary.lost = per_cpu(&stats, stat::LOST);
+    let produced = per_cpu(&seq, 0);
+    for (cpu, n) in &produced {
+        let got = seen.get(cpu).copied().unwrap_or(0);
+        if *n > got {
+            summary.sequence_gaps.insert(*cpu, n - got);
+        }
+    }
+    for (name, idx) in [
+        ("read_errors", stat::READ_ERRORS),
+        ("orphan_exits", stat::ORPHAN_EXITS),
+        ("pending_full", stat::PENDING_FULL),
+        ("fd_map_full", stat::FD_FULL),
+        ("track_map_full", stat::TRACK_FULL),
+        ("unknown_syscall", stat::UNKNOWN_SYSCALL),
+    ] {
+        let n: u64 = per_cpu(&stats, idx).values().sum();
+        if n > 0 {
+            summary.kernel_stats.insert(name, n);
+        }
+    }
+    writer.set_lost(summary.lost.clone());
+    summary.files = writer.finish()?;
+    summary.still_running = live
+        .iter()
+        .filter(|p| **p != child as u32 || child_status.is_none())
+        .map(|p| (*p, names.get(p).cloned().unwrap_or_default()))
+        .collect();
+    summary.exit_code = match child_status {
+        Some(s) => exit_code_of(s),
+        None => 128 + SIGNAL.load(Ordering::SeqCst),
+    };
+    Ok(summary)
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        let classes: Vec<String> = ["process", "file", "network"]
+            .iter()
+            .map(|c| format!("{c} {}", self.per_class.get(c).copied().unwrap_or(0)))
+            .collect();
+        let lost: u64 = self.lost.values().sum();
+        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        let mut s = format!(
+            "groundtruth-agent: {} events ({}), lost {}, {} file{}: {}",
+            self.events,
+            classes.join(", "),
+            lost,
+            self.files.len(),
+            if self.files.len() == 1 { "" } else { "s" },
+            files.join(" ")
+        );
+        if lost > 0 {
+            let per: Vec<String> = self
+                .lost
+                .iter()
+                .map(|(c, n)| format!("cpu{c}={n}"))
+                .collect();
+            s.push_str(&format!(
+                " [lost per CPU: {}; ring buffer full, see --ring-size]",
+                per.join(" ")
+            ));
+        }
+        if self.malformed > 0 {
+            s.push_str(&format!(", {} malformed records", self.malformed));
+        }
+        for (k, v) in &self.kernel_stats {
+            s.push_str(&format!(", {k} {v}"));
+        }
+        if !self.still_running.is_empty() {
+            let p: Vec<String> = self
+                .still_running
+                .iter()
+                .map(|(pid, n)| format!("{pid} ({n})"))
+                .collect();
+            s.push_str(&format!(
+                "; still running, not followed further: {}",
+                p.join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// Where decoded events go, with the state the record loop keeps about them.
+struct Sink {
+    decoder: Decoder,
+    writer: TrailWriter,
+    fds: BpfHashMap<MapData, FdKey, FdState>,
+    summary: Summary,
+    /// Tracked processes not seen exiting yet.
+    live: BTreeSet<u32>,
+    names: BTreeMap<u32, String>,
+    /// Events received per CPU (compared with the kernel's sequence counters).
+    seen: BTreeMap<u32, u64>,
+}
+
+impl Sink {
+    fn push(&mut self, ev: trail::Event) -> anyhow::Result<()> {
+        *self
+            .summary
+            .per_class
+            .entry(class_name(ev.class_uid))
+            .or_default() += 1;
+        self.summary.events += 1;
+        self.writer.push(ev)?;
+        Ok(())
+    }
+
+    fn handle(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let ev = match self.decoder.decode(bytes) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.summary.malformed += 1;
+                if self.summary.malformed <= 5 {
+                    eprintln!("groundtruth-agent: malformed kernel record ({e}); counted");
+                }
+                return Ok(());
+            }
+        };
+        *self.seen.entry(ev.groundtruth.cpu).or_default() += 1;
+        self.names.insert(ev.actor.pid, ev.actor.name.clone());
+        let is_process = ev.class_uid == class::PROCESS_ACTIVITY;
+        if is_process && ev.activity_name == "Fork" {
+            if let Some(p) = &ev.process {
+                self.live.insert(p.pid);
+            }
+        }
+        let exit =
+            (is_process && ev.activity_id == activity::PROCESS_TERMINATE).then(|| ev.clone());
+        self.push(ev)?;
+        if let Some(exit) = exit {
+            let pid = exit.actor.pid;
+            self.live.remove(&pid);
+            // Descriptors the kernel closed at exit: report the bytes it counted.
+            for o in self.decoder.open_fds(pid) {
+                let key = FdKey {
+                    pid: o.pid,
+                    fd: o.fd,
+                };
+                let st = self.fds.get(&key, 0).unwrap_or_default();
+                let _ = self.fds.remove(&key);
+                let c = self.decoder.implicit_close(
+                    &exit,
+                    o.fd,
+                    st.bytes_read,
+                    st.bytes_written,
+                    st.inode,
+                    st.dev,
+                );
+                self.push(c)?;
+            }
+        }
+        Ok(())
+    }
+}
