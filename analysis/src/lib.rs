@@ -1,0 +1,4 @@
+//! groundtruth's unprivileged side: reading trails. `events` prints them; verification
+//! and the comparison with audit logs build on this crate.
+
+pub mod events;

@@ -1,0 +1,77 @@
+//! `groundtruth`: the unprivileged side. Reads trails written by groundtruth-agent.
+
+use analysis::events;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+const EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  success
+  1  the trail could not be read (missing, not a trail, corrupt)
+  2  usage error (bad arguments)";
+
+#[derive(Parser)]
+#[command(
+    name = "groundtruth",
+    version,
+    about = "Read groundtruth trails: what the kernel saw a command do",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// One aligned line per event, for people.
+    Table,
+    /// One JSON object per line, in the shape of the trail's schema.
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the events of a trail, in the order they were recorded.
+    ///
+    /// Example: groundtruth events trail/ --format jsonl | jq 'select(.class_uid == 1001)'
+    #[command(after_help = EXIT_CODES)]
+    Events {
+        /// Trail directory written by `groundtruth-agent record --out DIR`.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Events { dir, format } => {
+            let segments = trail::read_trail(&dir)
+                .with_context(|| format!("reading trail {}", dir.display()))?;
+            let events: Vec<trail::Event> = segments.into_iter().flat_map(|s| s.events).collect();
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let r = match format {
+                Format::Table => events::print_table(&mut out, &events),
+                Format::Jsonl => events::print_jsonl(&mut out, &events),
+            };
+            match r.and_then(|_| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.context("writing to stdout"),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("groundtruth: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
