@@ -324,6 +324,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         }
     }
     writer.set_lost(summary.lost.clone());
+    writer.set_produced(produced);
     summary.files = writer.finish()?;
     summary.still_running = live
         .iter()

@@ -30,6 +30,10 @@ pub mod meta {
     /// JSON object: CPU number -> events lost on that CPU since the start of the run,
     /// as known when the segment was closed.
     pub const LOST: &str = "groundtruth.lost";
+    /// JSON object: CPU number -> events the kernel numbered on that CPU since the start
+    /// of the run (its next sequence number), when the segment was closed. Together
+    /// with the rows, proves the gap: produced - delivered = lost.
+    pub const PRODUCED: &str = "groundtruth.produced";
     /// Total lost events since the start of the run when the segment was closed.
     pub const LOST_TOTAL: &str = "groundtruth.lost_total";
     /// The value of [`FORMAT`].

@@ -64,6 +64,8 @@ pub struct TrailWriter {
     total_rows: u64,
     /// Lost events per CPU, as last reported by the caller.
     lost: BTreeMap<u32, u64>,
+    /// Events numbered per CPU by the kernel, as last reported by the caller.
+    produced: BTreeMap<u32, u64>,
 }
 
 impl TrailWriter {
@@ -79,12 +81,18 @@ impl TrailWriter {
             written: Vec::new(),
             total_rows: 0,
             lost: BTreeMap::new(),
+            produced: BTreeMap::new(),
         })
     }
 
     /// Record the current lost-event counts per CPU (written into footers).
     pub fn set_lost(&mut self, lost: BTreeMap<u32, u64>) {
         self.lost = lost;
+    }
+
+    /// Record how many events each CPU's kernel sequence counter numbered.
+    pub fn set_produced(&mut self, produced: BTreeMap<u32, u64>) {
+        self.produced = produced;
     }
 
     pub fn push(&mut self, ev: Event) -> Result<(), TrailError> {
@@ -176,8 +184,10 @@ impl TrailWriter {
             .iter()
             .map(|(c, (a, b))| (c.to_string(), [*a, *b]))
             .collect();
-        let lost: BTreeMap<String, u64> =
-            self.lost.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+        let json = |m: &BTreeMap<u32, u64>| {
+            let m: BTreeMap<String, u64> = m.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+            serde_json::to_string(&m).unwrap_or_default()
+        };
         let kv = [
             (meta::FORMAT, meta::FORMAT_VERSION.to_string()),
             (meta::RUN_ID, self.run.run_id.clone()),
@@ -192,7 +202,8 @@ impl TrailWriter {
                 meta::SEQ_RANGES,
                 serde_json::to_string(&seq).unwrap_or_default(),
             ),
-            (meta::LOST, serde_json::to_string(&lost).unwrap_or_default()),
+            (meta::LOST, json(&self.lost)),
+            (meta::PRODUCED, json(&self.produced)),
             (
                 meta::LOST_TOTAL,
                 self.lost.values().sum::<u64>().to_string(),

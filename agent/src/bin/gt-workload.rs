@@ -1,0 +1,123 @@
+//! gt-workload: performs an exact, scripted sequence of file and process operations.
+//! Used by groundtruth's privileged tests, the demo and the benchmark, so that what the
+//! kernel should have seen is known syscall by syscall.
+//!
+//! Each argument is one operation, `op:arg:arg`:
+//!   write:PATH:N        open(O_CREAT|O_WRONLY|O_TRUNC), write N bytes, close
+//!   read:PATH           open, read to the end, close
+//!   chdir:DIR           change directory
+//!   openat:DIR:NAME:N   open DIR, openat(dirfd, NAME, create), write N bytes, close both
+//!   rename:A:B  unlink:P  mkdir:P  rmdir:P
+//!   missing:P           open a path that must not exist (fails with ENOENT)
+//!   daemon:MS:PATH      double fork; the grandchild waits MS ms, then writes PATH (1 byte)
+//!   loop:N              N times: write f.tmp (64 B), rename to g.tmp, unlink g.tmp
+//!   sleep:MS
+use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
+
+fn cs(p: &str) -> CString {
+    CString::new(Path::new(p).as_os_str().as_bytes()).expect("no NUL in paths")
+}
+
+fn write_file(path: &str, n: usize) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(&vec![b'x'; n])?;
+    Ok(())
+}
+
+fn run(op: &str) -> Result<(), String> {
+    let parts: Vec<&str> = op.split(':').collect();
+    let num = |i: usize| -> Result<usize, String> {
+        parts
+            .get(i)
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("{op}: argument {i} must be a number"))
+    };
+    let arg = |i: usize| -> Result<&str, String> {
+        parts
+            .get(i)
+            .copied()
+            .ok_or(format!("{op}: missing argument {i}"))
+    };
+    let io = |r: std::io::Result<()>| r.map_err(|e| format!("{op}: {e}"));
+    match parts[0] {
+        "write" => io(write_file(arg(1)?, num(2)?)),
+        "read" => io(std::fs::read(arg(1)?).map(|_| ())),
+        "chdir" => io(std::env::set_current_dir(arg(1)?)),
+        "openat" => {
+            let dir = std::fs::File::open(arg(1)?).map_err(|e| format!("{op}: {e}"))?;
+            use std::os::fd::AsRawFd;
+            let name = cs(arg(2)?);
+            // SAFETY: valid descriptor and C string.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                    0o644,
+                )
+            };
+            if fd < 0 {
+                return Err(format!("{op}: {}", std::io::Error::last_os_error()));
+            }
+            let buf = vec![b'y'; num(3)?];
+            // SAFETY: valid fd and buffer.
+            unsafe {
+                libc::write(fd, buf.as_ptr() as *const _, buf.len());
+                libc::close(fd);
+            }
+            Ok(())
+        }
+        "rename" => io(std::fs::rename(arg(1)?, arg(2)?)),
+        "unlink" => io(std::fs::remove_file(arg(1)?)),
+        "mkdir" => io(std::fs::create_dir(arg(1)?)),
+        "rmdir" => io(std::fs::remove_dir(arg(1)?)),
+        "missing" => match std::fs::File::open(arg(1)?) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => Err(format!("{op}: expected ENOENT, got {other:?}")),
+        },
+        "daemon" => {
+            let ms = num(1)? as u64;
+            let path = arg(2)?.to_string();
+            // SAFETY: fork in a single-threaded program; children only sleep, write, exit.
+            unsafe {
+                let pid = libc::fork();
+                if pid == 0 {
+                    if libc::fork() == 0 {
+                        libc::setsid();
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                        let _ = write_file(&path, 1);
+                        libc::_exit(0);
+                    }
+                    libc::_exit(0);
+                }
+                let mut st = 0;
+                libc::waitpid(pid, &mut st, 0);
+            }
+            Ok(())
+        }
+        "loop" => {
+            for _ in 0..num(1)? {
+                io(write_file("f.tmp", 64))?;
+                io(std::fs::rename("f.tmp", "g.tmp"))?;
+                io(std::fs::remove_file("g.tmp"))?;
+            }
+            Ok(())
+        }
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_millis(num(1)? as u64));
+            Ok(())
+        }
+        other => Err(format!(
+            "unknown operation `{other}` (see the source's header for the list)"
+        )),
+    }
+}
+
+fn main() {
+    for op in std::env::args().skip(1) {
+        if let Err(e) = run(&op) {
+            eprintln!("gt-workload: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! Privileged tests: the agent loads its programs into the running kernel and records
+//! real workloads. They run as root through `cargo xtask test` (one test thread); when
+//! not root they say so and skip, except under CI=true, where they fail.
+//!
+//! Assertions are exact: pids, paths, byte counts, activities, and that every time
+//! falls inside the test's window. No fixed sleeps: the agent stops when the command
+//! exits, after draining what is in flight.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{SystemTime, UNIX_EPOCH},
+};
+use trail::{meta, Event};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_groundtruth-agent");
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_gt-workload");
+
+fn privileged() -> bool {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("privileged test cannot run: not root (CI=true requires it; run `cargo xtask test` as root)");
+    }
+    eprintln!("skipped: needs root to load eBPF programs (run `sudo -E cargo xtask test`)");
+    false
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+struct Run {
+    out: Output,
+    events: Vec<Event>,
+    metadata: BTreeMap<String, String>,
+    start: i64,
+    end: i64,
+}
+
+impl Run {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    /// The pid of the process that exec'd gt-workload with exactly these arguments.
+    fn workload_pid(&self, args: &str) -> u32 {
+        let want = format!("{WORKLOAD} {args}");
+        self.events
+            .iter()
+            .find(|e| {
+                e.activity_name == "Launch" && e.actor.cmd_line.as_deref() == Some(want.as_str())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Launch of `{want}` in the trail; stderr:\n{}",
+                    self.stderr()
+                )
+            })
+            .actor
+            .pid
+    }
+
+    fn file_events(&self, activity: &str, path: &Path) -> Vec<&Event> {
+        let p = path.to_str().unwrap();
+        self.events
+            .iter()
+            .filter(|e| e.activity_name == activity)
+            .filter(|e| e.file.as_ref().and_then(|f| f.path.as_deref()) == Some(p))
+            .collect()
+    }
+
+    fn one(&self, activity: &str, path: &Path) -> &Event {
+        let v = self.file_events(activity, path);
+        assert_eq!(
+            v.len(),
+            1,
+            "expected one {activity} of {}, got {v:#?}\nstderr:\n{}",
+            path.display(),
+            self.stderr()
+        );
+        v[0]
+    }
+
+    fn assert_in_window(&self) {
+        for e in &self.events {
+            assert!(
+                e.time_ns >= self.start && e.time_ns <= self.end,
+                "event time {} outside the test window [{}, {}]: {e:?}",
+                e.time_ns,
+                self.start,
+                self.end
+            );
+        }
+    }
+}
+
+fn record(dir: &Path, extra: &[&str], cmd: &[&str], cwd: &Path) -> Run {
+    let out_dir = dir.join("trail");
+    let start = now_ns();
+    let out = Command::new(AGENT)
+        .arg("record")
+        .arg("--out")
+        .arg(&out_dir)
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .current_dir(cwd)
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .output()
+        .expect("run groundtruth-agent");
+    let end = now_ns();
+    let segments = trail::read_trail(&out_dir).unwrap_or_else(|e| {
+        panic!(
+            "trail unreadable: {e}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let metadata = segments.last().unwrap().metadata.clone();
+    let events = segments.into_iter().flat_map(|s| s.events).collect();
+    Run {
+        out,
+        events,
+        metadata,
+        start,
+        end,
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    // Under the target directory rather than /tmp: a real disk, and left out of
+    // anything that cleans /tmp mid-test.
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::tempdir_in(base).unwrap()
+}
+
+#[test]
+fn file_activity_is_recorded_exactly() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let work = d.join("work");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    std::fs::create_dir_all(d.join("other")).unwrap();
+    let ops = [
+        "write:a.txt:123".to_string(),
+        "read:a.txt".into(),
+        "chdir:sub".into(),
+        "write:../rel.txt:7".into(),
+        format!("openat:{}:n.txt:5", d.join("other").display()),
+        "rename:../a.txt:../b.txt".into(),
+        "unlink:../b.txt".into(),
+        "missing:../nothere".into(),
+        "mkdir:newdir".into(),
+        "rmdir:newdir".into(),
+    ];
+    let mut cmd = vec![WORKLOAD];
+    cmd.extend(ops.iter().map(String::as_str));
+    let run = record(&d, &["--service", "files"], &cmd, &work);
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    run.assert_in_window();
+    let pid = run.workload_pid(&ops.join(" "));
+
+    let a = work.join("a.txt");
+    let open = run.file_events("Open", &a);
+    assert_eq!(open.len(), 2, "open for write, then for read: {open:#?}");
+    for e in &open {
+        assert_eq!(e.actor.pid, pid);
+        assert_eq!(e.groundtruth.service, "files");
+        assert_eq!(e.groundtruth.errno, None);
+        assert!(e.file.as_ref().unwrap().inode.is_some_and(|i| i > 0));
+    }
+    assert_eq!(
+        open[0].file.as_ref().unwrap().path_requested.as_deref(),
+        Some("a.txt")
+    );
+    let closes = run.file_events("Close", &a);
+    assert_eq!(closes.len(), 2, "{closes:#?}");
+    assert_eq!(
+        (
+            closes[0].groundtruth.bytes_read,
+            closes[0].groundtruth.bytes_written
+        ),
+        (Some(0), Some(123))
+    );
+    assert_eq!(
+        (
+            closes[1].groundtruth.bytes_read,
+            closes[1].groundtruth.bytes_written
+        ),
+        (Some(123), Some(0))
+    );
+    assert_eq!(
+        closes[0].file.as_ref().unwrap().inode,
+        open[0].file.as_ref().unwrap().inode
+    );
+
+    // Relative path with `..` after chdir: the real absolute path.
+    let rel = run.one("Open", &work.join("rel.txt"));
+    assert_eq!(
+        rel.file.as_ref().unwrap().path_requested.as_deref(),
+        Some("../rel.txt")
+    );
+    assert_eq!(
+        run.one("Close", &work.join("rel.txt"))
+            .groundtruth
+            .bytes_written,
+        Some(7)
+    );
+
+    // openat with a directory descriptor.
+    let n = d.join("other/n.txt");
+    assert_eq!(
+        run.one("Open", &n).groundtruth.syscall.as_deref(),
+        Some("openat")
+    );
+    assert_eq!(run.one("Close", &n).groundtruth.bytes_written, Some(5));
+
+    let rename = run.one("Rename", &a);
+    assert_eq!(
+        rename.file_result.as_ref().unwrap().path.as_deref(),
+        work.join("b.txt").to_str()
+    );
+    assert_eq!(rename.groundtruth.ret, Some(0));
+    assert_eq!(run.one("Delete", &work.join("b.txt")).actor.pid, pid);
+
+    let missing = run.one("Open", &work.join("nothere"));
+    assert_eq!(missing.groundtruth.errno, Some(libc::ENOENT));
+    assert_eq!(missing.status_id, trail::event::status::FAILURE);
+
+    let newdir = work.join("sub/newdir");
+    assert_eq!(run.one("Mkdir", &newdir).groundtruth.mode, Some(0o777));
+    assert_eq!(run.one("Rmdir", &newdir).actor.pid, pid);
+    assert_eq!(run.metadata[meta::LOST_TOTAL], "0");
+}
+
+#[test]
+fn process_tree_is_followed_including_daemons() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let script = format!("{WORKLOAD} write:x.txt:1 && {WORKLOAD} daemon:300:late.txt");
+    let run = record(&d, &["--wait-all"], &["sh", "-c", &script], &d);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    run.assert_in_window();
+    let sh = run
+        .events
+        .iter()
+        .find(|e| {
+            e.activity_name == "Launch"
+                && e.actor.cmd_line.as_deref() == Some(&format!("sh -c {script}"))
+        })
+        .expect("the shell's exec");
+    let child = run.workload_pid("write:x.txt:1");
+    let fork = run
+        .events
+        .iter()
+        .find(|e| e.activity_name == "Fork" && e.process.as_ref().is_some_and(|p| p.pid == child))
+        .expect("fork of the first child");
+    assert_eq!(fork.actor.pid, sh.actor.pid);
+    let exit = run
+        .events
+        .iter()
+        .find(|e| e.activity_name == "Terminate" && e.actor.pid == child)
+        .expect("child's exit");
+    assert_eq!(exit.process.as_ref().unwrap().exit_code, Some(0));
+    // The grandchild outlived its parent and the shell, and is still tracked.
+    let late = run.one("Open", &d.join("late.txt"));
+    let daemon_parent = run.workload_pid("daemon:300:late.txt");
+    assert_ne!(late.actor.pid, daemon_parent);
+    assert_eq!(
+        run.one("Close", &d.join("late.txt"))
+            .groundtruth
+            .bytes_written,
+        Some(1)
+    );
+    assert_eq!(
+        run.stderr().matches("still running").count(),
+        0,
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn without_wait_all_survivors_are_named() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let run = record(&d, &[], &[WORKLOAD, "daemon:1500:late.txt"], &d);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert!(run.stderr().contains("still running"), "{}", run.stderr());
+    assert!(run.file_events("Open", &d.join("late.txt")).is_empty());
+}
+
+#[test]
+fn untracked_processes_produce_nothing() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let noise_dir = d.join("noise");
+    std::fs::create_dir(&noise_dir).unwrap();
+    // Started before the agent, busy during the whole recording.
+    let mut noise = Command::new(WORKLOAD)
+        .args(["loop:100000"])
+        .current_dir(&noise_dir)
+        .spawn()
+        .unwrap();
+    let run = record(
+        &d,
+        &[],
+        &[
+            WORKLOAD,
+            "write:mine.txt:3",
+            "sleep:200",
+            "write:mine2.txt:3",
+        ],
+        &d,
+    );
+    let _ = noise.kill();
+    let _ = noise.wait();
+    assert!(run.out.status.success(), "{}", run.stderr());
+    let noise_path = noise_dir.to_str().unwrap();
+    let leaked: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| {
+            e.actor.pid == noise.id()
+                || e.file
+                    .as_ref()
+                    .and_then(|f| f.path.as_deref())
+                    .is_some_and(|p| p.starts_with(noise_path))
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "untracked activity recorded: {leaked:#?}"
+    );
+    run.one("Close", &d.join("mine2.txt"));
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let run = record(&d, &[], &["sh", "-c", "exit 3"], &d);
+    assert_eq!(run.out.status.code(), Some(3), "{}", run.stderr());
+    let tmp2 = tempdir();
+    let run = record(tmp2.path(), &[], &["sh", "-c", "kill -9 $$"], tmp2.path());
+    assert_eq!(run.out.status.code(), Some(128 + 9), "{}", run.stderr());
+    let term = run
+        .events
+        .iter()
+        .find(|e| e.activity_name == "Terminate")
+        .expect("exit event");
+    assert_eq!(term.process.as_ref().unwrap().exit_signal, Some(9));
+}
+
+#[test]
+fn refuses_a_non_empty_output_directory() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    std::fs::write(tmp.path().join("keep"), b"x").unwrap();
+    let out = Command::new(AGENT)
+        .args(["record", "--out"])
+        .arg(tmp.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not empty"), "{err}");
+    assert!(tmp.path().join("keep").exists());
+}
+
+#[test]
+fn runs_the_command_as_the_sudo_user() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("trail");
+    let out = Command::new(AGENT)
+        .args(["record", "--out"])
+        .arg(&out_dir)
+        .args(["--", WORKLOAD, "sleep:1"])
+        .current_dir("/")
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Event> = trail::read_trail(&out_dir)
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.events)
+        .collect();
+    let launch = events
+        .iter()
+        .find(|e| e.activity_name == "Launch")
+        .expect("exec event");
+    assert_eq!((launch.actor.uid, launch.actor.gid), (65534, 65534));
+}
+
+#[test]
+fn losses_are_counted_and_equal_the_sequence_gaps() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    // A 1 MiB ring buffer and a flood: the kernel must count what does not fit.
+    let run = record(&d, &["--ring-size", "1"], &[WORKLOAD, "loop:60000"], &d);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    let lost: BTreeMap<String, u64> = serde_json::from_str(&run.metadata[meta::LOST]).unwrap();
+    let produced: BTreeMap<String, u64> =
+        serde_json::from_str(&run.metadata[meta::PRODUCED]).unwrap();
+    let mut delivered: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &run.events {
+        if e.groundtruth.cpu != u32::MAX {
+            *delivered.entry(e.groundtruth.cpu.to_string()).or_default() += 1;
+        }
+    }
+    let total_lost: u64 = lost.values().sum();
+    assert!(
+        total_lost > 0,
+        "the flood should overflow a 1 MiB ring buffer; stderr:\n{}",
+        run.stderr()
+    );
+    for (cpu, n) in &produced {
+        let got = delivered.get(cpu).copied().unwrap_or(0);
+        assert_eq!(
+            n - got,
+            lost.get(cpu).copied().unwrap_or(0),
+            "cpu {cpu}: produced {n}, delivered {got}"
+        );
+    }
+    assert!(
+        run.stderr().contains(&format!("lost {total_lost}")),
+        "{}",
+        run.stderr()
+    );
+}
