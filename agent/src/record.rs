@@ -47,6 +47,8 @@ pub struct Summary {
     pub files: Vec<PathBuf>,
     pub still_running: Vec<(u32, String)>,
     pub exit_code: i32,
+    /// CPU time the agent itself used (user + system), ns.
+    pub agent_cpu_ns: u64,
 }
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -331,6 +333,11 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         .filter(|p| **p != child as u32 || child_status.is_none())
         .map(|p| (*p, names.get(p).cloned().unwrap_or_default()))
         .collect();
+    // SAFETY: getrusage fills the struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    summary.agent_cpu_ns = tv(ru.ru_utime) + tv(ru.ru_stime);
     summary.exit_code = match child_status {
         Some(s) => exit_code_of(s),
         None => 128 + SIGNAL.load(Ordering::SeqCst),
@@ -366,6 +373,7 @@ impl Summary {
                 per.join(" ")
             ));
         }
+        s.push_str(&format!(", agent cpu {} ms", self.agent_cpu_ns / 1_000_000));
         if self.malformed > 0 {
             s.push_str(&format!(", {} malformed records", self.malformed));
         }

@@ -78,6 +78,18 @@ pub fn target(e: &Event) -> String {
     s
 }
 
+/// Process events, and file events with a path (or new path) under `dir`.
+pub fn is_under(e: &Event, dir: &std::path::Path) -> bool {
+    if e.file.is_none() && e.file_result.is_none() {
+        return true;
+    }
+    [&e.file, &e.file_result].iter().any(|f| {
+        f.as_ref()
+            .and_then(|f| f.path.as_deref())
+            .is_some_and(|p| std::path::Path::new(p).starts_with(dir))
+    })
+}
+
 pub fn print_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
     writeln!(
         out,

@@ -42,15 +42,23 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Keep process events and only the file events whose path is under PATH
+        /// (hides the loader's libraries, locale files, ...).
+        #[arg(long, value_name = "PATH")]
+        under: Option<PathBuf>,
     },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Events { dir, format } => {
+        Cmd::Events { dir, format, under } => {
             let segments = trail::read_trail(&dir)
                 .with_context(|| format!("reading trail {}", dir.display()))?;
-            let events: Vec<trail::Event> = segments.into_iter().flat_map(|s| s.events).collect();
+            let mut events: Vec<trail::Event> =
+                segments.into_iter().flat_map(|s| s.events).collect();
+            if let Some(under) = under {
+                events.retain(|e| events::is_under(e, &under));
+            }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let r = match format {

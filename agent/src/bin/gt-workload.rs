@@ -10,7 +10,8 @@
 //!   rename:A:B  unlink:P  mkdir:P  rmdir:P
 //!   missing:P           open a path that must not exist (fails with ENOENT)
 //!   daemon:MS:PATH      double fork; the grandchild waits MS ms, then writes PATH (1 byte)
-//!   loop:N              N times: write f.tmp (64 B), rename to g.tmp, unlink g.tmp
+//!   loop:N              N times: write f.tmp (64 B), rename to g.tmp, unlink g.tmp;
+//!                       prints `loop: N iterations in T ns` (the benchmark reads it)
 //!   sleep:MS
 use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
 
@@ -96,11 +97,14 @@ fn run(op: &str) -> Result<(), String> {
             Ok(())
         }
         "loop" => {
-            for _ in 0..num(1)? {
+            let n = num(1)?;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
                 io(write_file("f.tmp", 64))?;
                 io(std::fs::rename("f.tmp", "g.tmp"))?;
                 io(std::fs::remove_file("g.tmp"))?;
             }
+            println!("loop: {n} iterations in {} ns", t.elapsed().as_nanos());
             Ok(())
         }
         "sleep" => {
