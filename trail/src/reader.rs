@@ -112,18 +112,18 @@ mod tests {
                 exe: Some("/usr/bin/cat".into()),
                 ppid: 1,
             },
-            process: (i % 3 == 0).then(|| TargetProcess {
+            process: i.is_multiple_of(3).then(|| TargetProcess {
                 pid: 12,
                 name: Some("x".into()),
                 exit_code: Some(3),
                 ..Default::default()
             }),
-            file: (i % 2 == 0).then(|| FileRef {
+            file: i.is_multiple_of(2).then(|| FileRef {
                 path: Some(format!("/tmp/f{i}")),
                 path_requested: Some("f".into()),
                 inode: Some(42 + i),
                 dev: None,
-                path_truncated: i % 4 == 0,
+                path_truncated: i.is_multiple_of(4),
             }),
             file_result: None,
             groundtruth: Extra {
@@ -131,8 +131,8 @@ mod tests {
                 sequence: i,
                 service: "svc".into(),
                 bytes_written: Some(i * 10),
-                errno: (i % 5 == 0).then_some(2),
-                implicit: i % 7 == 0,
+                errno: i.is_multiple_of(5).then_some(2),
+                implicit: i.is_multiple_of(7),
                 ..Default::default()
             },
         }
