@@ -16,7 +16,7 @@
 
 use agent_common::{
     ev_flag, op, stat,
-    syscalls::{self, nr, CWD, NONE, NO_BASE},
+    syscalls::{self, nr, Spec, CWD, NONE, NO_BASE},
     FdKey, FdState, Pending,
 };
 use aya_ebpf::{
@@ -114,13 +114,13 @@ fn try_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     let task = kernel::current_task();
 
     if spec.op == op::OPEN {
-        return open_exit(&p, ret, tgid, service, task);
+        return open_exit(&spec, &p, ret, tgid, service, task);
     }
 
     let Some(mut ev) = event::begin(spec.op, service, task) else {
         return Ok(());
     };
-    fill_args(&mut ev, &p, ret);
+    fill_args(&mut ev, &spec, &p, ret);
     if spec.fd_arg != NONE {
         let fd = arg(&p, spec.fd_arg) as u32 as u64;
         ev.buf.ev.fd = fd as i32;
@@ -145,10 +145,7 @@ fn try_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
 
 /// Syscall number, flags, mode/length/uid, gid and result.
 #[inline(always)]
-fn fill_args(ev: &mut Ev, p: &Pending, ret: i64) {
-    let Some(spec) = syscalls::spec(p.nr) else {
-        return;
-    };
+fn fill_args(ev: &mut Ev, spec: &Spec, p: &Pending, ret: i64) {
     let e = &mut ev.buf.ev;
     e.syscall = p.nr as u32;
     e.ret = ret;
@@ -195,7 +192,14 @@ fn path_arg(ev: &mut Ev, p: &Pending, task: u64, slot: usize, dirfd_arg: i8, pat
     }
 }
 
-fn open_exit(p: &Pending, ret: i64, tgid: u32, service: u32, task: u64) -> Result<(), i64> {
+fn open_exit(
+    spec: &Spec,
+    p: &Pending,
+    ret: i64,
+    tgid: u32,
+    service: u32,
+    task: u64,
+) -> Result<(), i64> {
     let mut file = 0;
     let (mut ino, mut dev) = (0, 0);
     if ret >= 0 {
@@ -226,13 +230,10 @@ fn open_exit(p: &Pending, ret: i64, tgid: u32, service: u32, task: u64) -> Resul
     let Some(mut ev) = event::begin(op::OPEN, service, task) else {
         return Ok(());
     };
-    fill_args(&mut ev, p, ret);
+    fill_args(&mut ev, spec, p, ret);
     if ev.buf.ev.flags & syscalls::O_CREAT != 0 && ret >= 0 {
         ev.buf.ev.ev_flags |= ev_flag::CREATE_REQUESTED;
     }
-    let Some(spec) = syscalls::spec(p.nr) else {
-        return Ok(());
-    };
     if ret >= 0 {
         ev.buf.ev.fd = ret as i32;
         ev.buf.ev.inode = ino;
