@@ -39,8 +39,6 @@ pub struct Summary {
     pub per_class: BTreeMap<&'static str, u64>,
     /// Events the kernel could not deliver (ring buffer full), per CPU.
     pub lost: BTreeMap<u32, u64>,
-    /// Events the kernel numbered but that never arrived, per CPU (must equal `lost`).
-    pub sequence_gaps: BTreeMap<u32, u64>,
     pub malformed: u64,
     /// Other kernel-side problems by name (read errors, map full, ...).
     pub kernel_stats: BTreeMap<&'static str, u64>,
@@ -246,7 +244,6 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         summary: Summary::default(),
         live: [child as u32].into(),
         names: BTreeMap::new(),
-        seen: BTreeMap::new(),
     };
     let mut child_status: Option<i32> = None;
     let mut stop_at: Option<Instant> = None;
@@ -300,18 +297,12 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         mut summary,
         live,
         names,
-        seen,
         ..
     } = sink;
 
     summary.lost = per_cpu(&stats, stat::LOST);
+    // Written into the footer: per CPU, produced - delivered rows = lost.
     let produced = per_cpu(&seq, 0);
-    for (cpu, n) in &produced {
-        let got = seen.get(cpu).copied().unwrap_or(0);
-        if *n > got {
-            summary.sequence_gaps.insert(*cpu, n - got);
-        }
-    }
     for (name, idx) in [
         ("read_errors", stat::READ_ERRORS),
         ("orphan_exits", stat::ORPHAN_EXITS),
@@ -403,9 +394,8 @@ struct Sink {
     summary: Summary,
     /// Tracked processes not seen exiting yet.
     live: BTreeSet<u32>,
+    /// `comm` of tracked processes, for naming those still running at the end.
     names: BTreeMap<u32, String>,
-    /// Events received per CPU (compared with the kernel's sequence counters).
-    seen: BTreeMap<u32, u64>,
 }
 
 impl Sink {
@@ -431,9 +421,12 @@ impl Sink {
                 return Ok(());
             }
         };
-        *self.seen.entry(ev.groundtruth.cpu).or_default() += 1;
-        self.names.insert(ev.actor.pid, ev.actor.name.clone());
         let is_process = ev.class_uid == class::PROCESS_ACTIVITY;
+        if is_process && ev.activity_id != activity::PROCESS_TERMINATE {
+            // Launch and Fork are where a process's name is set or first seen.
+            let pid = ev.process.as_ref().map_or(ev.actor.pid, |p| p.pid);
+            self.names.insert(pid, ev.actor.name.clone());
+        }
         if is_process && ev.activity_name == "Fork" {
             if let Some(p) = &ev.process {
                 self.live.insert(p.pid);
