@@ -12,6 +12,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// The command could not be started (not found, not executable, could not drop
+/// privileges): the agent exits 127, like a shell.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CannotStart(pub String);
+
 /// Who the command runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunAs {
@@ -76,7 +82,7 @@ pub fn find_program(cmd: &OsStr) -> anyhow::Result<PathBuf> {
         if p.exists() {
             return Ok(p.to_path_buf());
         }
-        bail!("{}: no such file", p.display());
+        return Err(CannotStart(format!("{}: no such file", p.display())).into());
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     for dir in std::env::split_paths(&path) {
@@ -88,7 +94,7 @@ pub fn find_program(cmd: &OsStr) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("{}: command not found in PATH", p.display())
+    Err(CannotStart(format!("{}: command not found in PATH", p.display())).into())
 }
 
 /// A forked child waiting for the go signal.
@@ -202,10 +208,11 @@ impl Pending {
                 };
                 let mut status = 0;
                 libc::waitpid(self.pid, &mut status, 0);
-                bail!(
+                return Err(CannotStart(format!(
                     "{stage} failed in the child: {}",
                     std::io::Error::from_raw_os_error(errno)
-                );
+                ))
+                .into());
             }
         }
         Ok(self.pid)

@@ -102,11 +102,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("groundtruth-agent: error: {e:#}");
-                    let not_found = format!("{e:#}");
-                    if not_found.contains("command not found")
-                        || not_found.contains("execve failed")
-                        || not_found.contains("no such file")
-                    {
+                    if e.downcast_ref::<agent::launch::CannotStart>().is_some() {
                         ExitCode::from(127)
                     } else {
                         ExitCode::from(125)
