@@ -174,31 +174,20 @@ pub struct FdKey {
     pub fd: u32,
 }
 
-/// Arguments of a syscall in flight, saved at sys_enter, used at sys_exit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Pending {
-    pub nr: u64,
-    pub args: [u64; 6],
-}
-
 /// Counters kept per CPU in the `STATS` map.
 pub mod stat {
     /// Events that could not be written into the ring buffer (full).
     pub const LOST: u32 = 0;
     /// Events whose string data could not be read (still delivered, with a flag).
     pub const READ_ERRORS: u32 = 1;
-    /// Syscall exits with no saved entry (the agent attached mid-syscall).
-    pub const ORPHAN_EXITS: u32 = 2;
-    /// Saved syscall entries that could not be stored (map full).
-    pub const PENDING_FULL: u32 = 3;
+    /// File, close and read/write syscalls of tracked processes made through the 32-bit
+    /// (ia32) syscall table (`int 0x80`, 32-bit programs): not decoded, only counted.
+    pub const COMPAT_SYSCALLS: u32 = 2;
     /// Descriptor states that could not be stored (map full): bytes of those files are
     /// not counted.
-    pub const FD_FULL: u32 = 4;
+    pub const FD_FULL: u32 = 3;
     /// Processes that could not be added to the tracking map (full).
-    pub const TRACK_FULL: u32 = 5;
-    /// Saved syscalls whose number is not in the table (a decoding bug: never expected).
-    pub const UNKNOWN_SYSCALL: u32 = 6;
+    pub const TRACK_FULL: u32 = 4;
     pub const COUNT: u32 = 8;
 }
 
@@ -239,7 +228,12 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub bprm_file: u32,
-    pub _pad: u32,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT` marks a 32-bit syscall).
+    pub task_ti_status: u32,
+    /// `struct pt_regs` fields holding the syscall number and arguments (x86_64:
+    /// `orig_ax`; di, si, dx, r10, r8, r9).
+    pub regs_nr: u32,
+    pub regs_args: [u32; 6],
 }
 
 pub const OFFSETS_MAGIC: u32 = 0x6774_0001;
@@ -251,5 +245,4 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::FdState {}
     unsafe impl aya::Pod for super::FdKey {}
-    unsafe impl aya::Pod for super::Pending {}
 }

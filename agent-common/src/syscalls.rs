@@ -387,6 +387,3 @@ pub fn name(n: u64) -> Option<&'static str> {
     }
     None
 }
-
-/// Where the kernel lists syscall tracepoints (tracefs).
-pub const FILE_SYSTEM_TRACEPOINTS_DIR: &str = "/sys/kernel/tracing/events/syscalls";

@@ -7,6 +7,7 @@ use agent_common::{
     stat, str_flag, str_kind, EventBuf, RawEvent, StrRef, COMM_LEN, DATA_CAP, MAX_DEPTH, NAME_CAP,
     RAW_EVENT_SIZE, USER_PATH_CAP,
 };
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
@@ -17,6 +18,13 @@ use crate::{
     kernel::{self, off, read},
     maps::{count, EVENTS, SCRATCH, SEQ},
 };
+
+/// Unread bytes in the ring buffer from which a submit wakes the agent. Below it events
+/// are submitted without a wakeup and the agent collects them on its poll timeout: one
+/// wakeup per event (the ring buffer's default when the reader keeps up) costs the traced
+/// process an interrupt per syscall. Set by the agent before load; 0 wakes on every event.
+#[unsafe(no_mangle)]
+pub static WAKE_BYTES: u64 = 0;
 
 /// Largest position in the data area; positions stay below `DATA_CAP` so that masking
 /// with `DATA_CAP - 1` never changes them.
@@ -253,7 +261,14 @@ impl Ev {
         // SAFETY: size <= size_of::<EventBuf>() since dl < DATA_CAP.
         let bytes =
             unsafe { core::slice::from_raw_parts(self.buf as *const EventBuf as *const u8, size) };
-        let r = match EVENTS.output::<[u8]>(bytes, 0) {
+        // SAFETY: a .rodata constant set at load.
+        let wake = unsafe { core::ptr::read_volatile(&WAKE_BYTES) };
+        let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wake {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        let r = match EVENTS.output::<[u8]>(bytes, flags as u64) {
             Ok(()) => 0,
             Err(e) => e,
         };

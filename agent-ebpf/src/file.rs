@@ -1,10 +1,14 @@
-//! File events from syscall tracepoints.
+//! File events from the raw syscall tracepoints.
 //!
-//! `sys_enter_file` is attached to the entry tracepoint of every syscall in
-//! `agent_common::syscalls::FILE_SYSCALLS` and saves the arguments of tracked threads;
-//! `sys_exit_file` (their exit tracepoints) builds the event with the result. Both see
-//! the record `struct trace_event_raw_sys_enter { u64 common; long id; unsigned long
-//! args[6]; }` / `sys_exit { u64 common; long id; long ret; }`.
+//! Two programs cover every syscall: `sys_exit` (raw tracepoint `sys_exit(struct pt_regs
+//! *regs, long ret)`) builds file events and counts read/write bytes, `sys_enter`
+//! (`sys_enter(struct pt_regs *regs, long id)`) handles `close()`, which must be seen
+//! before the descriptor is gone. For any process, `sys_enter` first compares the
+//! syscall number and `sys_exit` first looks the process up in `TRACKED`; untracked
+//! processes cost no more than that. The syscall number and arguments are read at exit
+//! from the saved user registers (`orig_ax`, di, si, dx, r10, r8, r9: the syscall ABI
+//! leaves them unchanged), so no per-thread state is kept between entry and exit.
+//! Offsets of those registers and of `thread_info.status` come from BTF like every other.
 //!
 //! Paths: a successful open (and the f* calls) is resolved from the descriptor's
 //! `struct file` (the path the kernel actually opened). Path arguments are copied as
@@ -12,32 +16,37 @@
 //! resolved from its dentry, so userspace can join them into an absolute path.
 //!
 //! Bytes: every successful open by a tracked process creates an `FDS` entry; read/write
-//! returns add to it (`sys_*_io`); `close()` reports and removes it.
+//! returns add to it; `close()` reports and removes it.
+//!
+//! Syscalls through the 32-bit table (`TS_COMPAT`: 32-bit programs, `int 0x80`) have
+//! other numbers and are not decoded: they are counted in `stat::COMPAT_SYSCALLS`.
 
 use agent_common::{
     ev_flag, op, stat,
     syscalls::{self, nr, Spec, CWD, NONE, NO_BASE},
-    FdKey, FdState, Pending,
+    FdKey, FdState,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use crate::{
     event::{self, Ev},
-    kernel,
-    maps::{self, count, FDS, IO_PENDING, PENDING},
+    kernel::{self, off, read},
+    maps::{self, count, FDS},
 };
 
 const AT_FDCWD: i32 = -100;
-const ARGS: usize = 16;
-const RET: usize = 16;
-/// `int __syscall_nr` (4 bytes, then 4 bytes of padding that are not zeroed: reading
-/// 8 bytes here gives garbage numbers).
-const NR: usize = 8;
+
+/// A syscall's number and arguments, read from its saved user registers.
+#[derive(Clone, Copy)]
+struct Call {
+    nr: u64,
+    args: [u64; 6],
+}
 
 #[inline(always)]
 fn ids() -> (u32, u32) {
@@ -45,74 +54,93 @@ fn ids() -> (u32, u32) {
     ((v >> 32) as u32, v as u32)
 }
 
-#[tracepoint]
-pub fn sys_enter_file(ctx: TracePointContext) -> i32 {
-    let (tgid, tid) = ids();
-    if maps::tracked(tgid).is_none() {
+/// Argument `i` of the syscall whose registers are at `regs`.
+#[inline(always)]
+fn reg_arg(regs: u64, i: usize) -> u64 {
+    let o = match i {
+        0 => off!(regs_args[0]),
+        1 => off!(regs_args[1]),
+        2 => off!(regs_args[2]),
+        3 => off!(regs_args[3]),
+        4 => off!(regs_args[4]),
+        _ => off!(regs_args[5]),
+    };
+    read::<u64>(regs, o).unwrap_or(0)
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    if id != nr::CLOSE {
         return 0;
     }
-    let mut p = Pending::default();
-    // SAFETY: offsets within the sys_enter record.
-    unsafe {
-        p.nr = ctx
-            .read_at::<i32>(NR)
-            .map(|n| n as u32 as u64)
-            .unwrap_or(u64::MAX);
-        let mut i = 0;
-        while i < 6 {
-            p.args[i] = ctx.read_at::<u64>(ARGS + 8 * i).unwrap_or(0);
-            i += 1;
-        }
-    }
-    if PENDING.insert(&tid, &p, 0).is_err() {
-        count(stat::PENDING_FULL);
-    }
-    0
-}
-
-#[inline(always)]
-fn arg(p: &Pending, i: i8) -> u64 {
-    match i {
-        0 => p.args[0],
-        1 => p.args[1],
-        2 => p.args[2],
-        3 => p.args[3],
-        4 => p.args[4],
-        5 => p.args[5],
-        _ => 0,
-    }
-}
-
-#[tracepoint]
-pub fn sys_exit_file(ctx: TracePointContext) -> i32 {
-    let _ = try_exit_file(&ctx);
-    0
-}
-
-fn try_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
-    let (tgid, tid) = ids();
-    // SAFETY: the saved entry is copied out before removal.
-    let Some(p) = (unsafe { PENDING.get(&tid) }).copied() else {
-        if maps::tracked(tgid).is_some() {
-            count(stat::ORPHAN_EXITS);
-        }
-        return Ok(());
+    let (tgid, _) = ids();
+    let Some(service) = maps::tracked(tgid) else {
+        return 0;
     };
-    let _ = PENDING.remove(&tid);
     if !kernel::ready() {
-        return Ok(());
+        return 0;
     }
+    let task = kernel::current_task();
+    if kernel::compat_syscall(task) {
+        // ia32 number 3 is read(); sys_exit counts it.
+        return 0;
+    }
+    let fd = reg_arg(ctx.arg(0), 0) as u32;
+    let key = FdKey { pid: tgid, fd };
+    // SAFETY: copied out before removal.
+    let Some(st) = (unsafe { FDS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = FDS.remove(&key);
+    emit_close(&key, &st, service, task, 0, nr::CLOSE as u32);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let (tgid, _) = ids();
     let Some(service) = maps::tracked(tgid) else {
         return Ok(());
     };
-    // SAFETY: offset within the sys_exit record.
-    let ret: i64 = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
-    let Some(spec) = syscalls::spec(p.nr) else {
-        count(stat::UNKNOWN_SYSCALL);
+    if !kernel::ready() {
+        return Ok(());
+    }
+    let task = kernel::current_task();
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let n: u64 = read(regs, off!(regs_nr))?;
+    if is_io(n) {
+        if kernel::compat_syscall(task) {
+            count(stat::COMPAT_SYSCALLS);
+            return Ok(());
+        }
+        io_exit(regs, ret, tgid, n);
+        return Ok(());
+    }
+    let Some(spec) = syscalls::spec(n) else {
         return Ok(());
     };
-    let task = kernel::current_task();
-
+    if kernel::compat_syscall(task) {
+        count(stat::COMPAT_SYSCALLS);
+        return Ok(());
+    }
+    let p = Call {
+        nr: n,
+        args: [
+            reg_arg(regs, 0),
+            reg_arg(regs, 1),
+            reg_arg(regs, 2),
+            reg_arg(regs, 3),
+            reg_arg(regs, 4),
+            reg_arg(regs, 5),
+        ],
+    };
     if spec.op == op::OPEN {
         return open_exit(&spec, &p, ret, tgid, service, task);
     }
@@ -143,9 +171,22 @@ fn try_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+#[inline(always)]
+fn arg(p: &Call, i: i8) -> u64 {
+    match i {
+        0 => p.args[0],
+        1 => p.args[1],
+        2 => p.args[2],
+        3 => p.args[3],
+        4 => p.args[4],
+        5 => p.args[5],
+        _ => 0,
+    }
+}
+
 /// Syscall number, flags, mode/length/uid, gid and result.
 #[inline(always)]
-fn fill_args(ev: &mut Ev, spec: &Spec, p: &Pending, ret: i64) {
+fn fill_args(ev: &mut Ev, spec: &Spec, p: &Call, ret: i64) {
     let e = &mut ev.buf.ev;
     e.syscall = p.nr as u32;
     e.ret = ret;
@@ -173,7 +214,7 @@ fn fill_args(ev: &mut Ev, spec: &Spec, p: &Pending, ret: i64) {
 /// Copy a path argument into `slot` and, when relative, resolve its base directory into
 /// `slot + 1`.
 #[inline(always)]
-fn path_arg(ev: &mut Ev, p: &Pending, task: u64, slot: usize, dirfd_arg: i8, path_arg: i8) {
+fn path_arg(ev: &mut Ev, p: &Call, task: u64, slot: usize, dirfd_arg: i8, path_arg: i8) {
     let first = ev.user_str(slot, arg(p, path_arg));
     if dirfd_arg == NO_BASE || first == b'/' {
         return;
@@ -194,7 +235,7 @@ fn path_arg(ev: &mut Ev, p: &Pending, task: u64, slot: usize, dirfd_arg: i8, pat
 
 fn open_exit(
     spec: &Spec,
-    p: &Pending,
+    p: &Call,
     ret: i64,
     tgid: u32,
     service: u32,
@@ -265,31 +306,6 @@ fn emit_close(key: &FdKey, st: &FdState, service: u32, task: u64, flags: u32, sy
     }
 }
 
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> i32 {
-    let (tgid, _) = ids();
-    let Some(service) = maps::tracked(tgid) else {
-        return 0;
-    };
-    // SAFETY: offset within the sys_enter record.
-    let fd = unsafe { ctx.read_at::<u64>(ARGS) }.unwrap_or(u64::MAX) as u32;
-    let key = FdKey { pid: tgid, fd };
-    // SAFETY: copied out before removal.
-    let Some(st) = (unsafe { FDS.get(&key) }).copied() else {
-        return 0;
-    };
-    let _ = FDS.remove(&key);
-    emit_close(
-        &key,
-        &st,
-        service,
-        kernel::current_task(),
-        0,
-        nr::CLOSE as u32,
-    );
-    0
-}
-
 #[inline(always)]
 fn is_write(n: u64) -> bool {
     matches!(
@@ -298,54 +314,30 @@ fn is_write(n: u64) -> bool {
     )
 }
 
-#[tracepoint]
-pub fn sys_enter_io(ctx: TracePointContext) -> i32 {
-    let (tgid, tid) = ids();
-    if maps::tracked(tgid).is_none() {
-        return 0;
-    }
-    // SAFETY: offsets within the sys_enter record.
-    let (n, fd) = unsafe {
-        (
-            ctx.read_at::<i32>(NR)
-                .map(|n| n as u32 as u64)
-                .unwrap_or(u64::MAX),
-            ctx.read_at::<u64>(ARGS).unwrap_or(u64::MAX) as u32,
+#[inline(always)]
+fn is_io(n: u64) -> bool {
+    is_write(n)
+        || matches!(
+            n,
+            nr::READ | nr::PREAD64 | nr::READV | nr::PREADV | nr::PREADV2
         )
-    };
-    let key = FdKey { pid: tgid, fd };
-    if FDS.get_ptr(&key).is_none() {
-        return 0;
-    }
-    let v = fd as u64 | ((is_write(n) as u64) << 32);
-    if IO_PENDING.insert(&tid, &v, 0).is_err() {
-        count(stat::PENDING_FULL);
-    }
-    0
 }
 
-#[tracepoint]
-pub fn sys_exit_io(ctx: TracePointContext) -> i32 {
-    let (tgid, tid) = ids();
-    // SAFETY: copied out before removal.
-    let Some(v) = (unsafe { IO_PENDING.get(&tid) }).copied() else {
-        return 0;
-    };
-    let _ = IO_PENDING.remove(&tid);
-    // SAFETY: offset within the sys_exit record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+/// Add a read/write result to the bytes of a counted descriptor.
+#[inline(always)]
+fn io_exit(regs: u64, ret: i64, tgid: u32, n: u64) {
     if ret <= 0 {
-        return 0;
+        return;
     }
     let key = FdKey {
         pid: tgid,
-        fd: v as u32,
+        fd: reg_arg(regs, 0) as u32,
     };
     if let Some(st) = FDS.get_ptr_mut(&key) {
         // SAFETY: the map value stays valid during the program; threads of one process
         // may add concurrently, hence the atomic add.
         unsafe {
-            let field = if v >> 32 != 0 {
+            let field = if is_write(n) {
                 &raw mut (*st).bytes_written
             } else {
                 &raw mut (*st).bytes_read
@@ -353,5 +345,4 @@ pub fn sys_exit_io(ctx: TracePointContext) -> i32 {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, ret as u64);
         }
     }
-    0
 }

@@ -41,13 +41,15 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_start: 0,
     mm_arg_end: 0,
     bprm_file: 0,
-    _pad: 0,
+    task_ti_status: 0,
+    regs_nr: 0,
+    regs_args: [0; 6],
 };
 
 /// One offset, read so that the compiler cannot fold the all-zero initializer.
 macro_rules! off {
-    ($field:ident) => {
-        unsafe { core::ptr::read_volatile(&crate::kernel::OFFSETS.$field) } as u64
+    ($($field:tt)+) => {
+        unsafe { core::ptr::read_volatile(&crate::kernel::OFFSETS.$($field)+) } as u64
     };
 }
 pub(crate) use off;
@@ -71,6 +73,16 @@ pub fn read<T>(base: u64, offset: u64) -> Result<T, i64> {
 pub fn current_task() -> u64 {
     // SAFETY: helper without preconditions.
     unsafe { bpf_get_current_task() }
+}
+
+/// x86 `TS_COMPAT` in `thread_info.status`: the current syscall came through the 32-bit
+/// table (its number and arguments follow the ia32 ABI).
+const TS_COMPAT: u32 = 0x0002;
+
+/// Whether `task`'s current syscall is a 32-bit one. Unreadable status counts as 64-bit.
+#[inline(always)]
+pub fn compat_syscall(task: u64) -> bool {
+    read::<u32>(task, off!(task_ti_status)).is_ok_and(|s| s & TS_COMPAT != 0)
 }
 
 /// `task->real_parent->tgid`.

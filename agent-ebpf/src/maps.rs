@@ -1,6 +1,6 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
-use agent_common::{EventBuf, FdKey, FdState, Pending};
+use agent_common::{EventBuf, FdKey, FdState};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -13,15 +13,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Tracked processes: tgid -> service index.
 #[map]
 pub static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
-
-/// Syscall arguments saved at entry, by thread id. Entries of threads that die inside
-/// a syscall are removed at their exit (sched_process_exit).
-#[map]
-pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
-
-/// read/write in flight on a counted descriptor: tid -> fd | (is_write << 32).
-#[map]
-pub static IO_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Descriptors opened by tracked processes and the bytes that went through them.
 #[map]

@@ -109,11 +109,6 @@ fn try_exit() -> Result<(), i64> {
     let Some(service) = maps::tracked(tgid) else {
         return Ok(());
     };
-    // A thread that dies inside a traced syscall (exit_group from another thread) never
-    // reaches the syscall's exit: drop what was saved for it.
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    let _ = maps::PENDING.remove(&tid);
-    let _ = maps::IO_PENDING.remove(&tid);
     let task = kernel::current_task();
     let signal: u64 = read(task, off!(task_signal))?;
     let live: i32 = read(signal, off!(signal_live))?;

@@ -261,7 +261,16 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mm_arg_start: btf.offset("mm_struct", "arg_start")?,
         mm_arg_end: btf.offset("mm_struct", "arg_end")?,
         bprm_file: btf.offset("linux_binprm", "file")?,
-        _pad: 0,
+        task_ti_status: btf.offset("task_struct", "thread_info.status")?,
+        regs_nr: btf.offset("pt_regs", "orig_ax")?,
+        regs_args: [
+            btf.offset("pt_regs", "di")?,
+            btf.offset("pt_regs", "si")?,
+            btf.offset("pt_regs", "dx")?,
+            btf.offset("pt_regs", "r10")?,
+            btf.offset("pt_regs", "r8")?,
+            btf.offset("pt_regs", "r9")?,
+        ],
     })
 }
 
