@@ -12,6 +12,7 @@ use agent_common::{
     ev_flag, op, str_flag, str_kind, syscalls, RawEvent, StrRef, MAX_STRS, RAW_EVENT_SIZE,
 };
 use std::collections::HashMap;
+use trail::event::Shared;
 use trail::event::{activity, class, status};
 use trail::{Actor, Event, Extra, FileRef, TargetProcess};
 
@@ -89,14 +90,16 @@ impl Record<'_> {
         if s.kind != str_kind::COMPONENTS {
             return None;
         }
-        let parts: Vec<&[u8]> = b.split(|&c| c == 0).filter(|p| !p.is_empty()).collect();
-        let mut path = String::new();
-        for p in parts.iter().rev() {
-            if *p == b"/" {
+        let mut path = String::with_capacity(b.len() + 1);
+        for p in b.rsplit(|&c| c == 0) {
+            if p.is_empty() || p == b"/" {
                 continue;
             }
             path.push('/');
-            path.push_str(&String::from_utf8_lossy(p));
+            match std::str::from_utf8(p) {
+                Ok(t) => path.push_str(t),
+                Err(_) => path.push_str(&String::from_utf8_lossy(p)),
+            }
         }
         if path.is_empty() {
             path.push('/');
@@ -140,6 +143,14 @@ impl Record<'_> {
 /// Lexical normalisation of an absolute path: `.` and empty components dropped, `..`
 /// removes the previous component (never above `/`).
 pub fn normalize(path: &str) -> String {
+    let already = path == "/"
+        || (path.starts_with('/')
+            && !path[1..]
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".."));
+    if already {
+        return path.to_string();
+    }
     let mut out: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -177,8 +188,10 @@ fn comm(c: &[u8]) -> String {
 
 #[derive(Clone, Debug, Default)]
 struct Proc {
-    cmd_line: Option<String>,
-    exe: Option<String>,
+    cmd_line: Option<Shared>,
+    exe: Option<Shared>,
+    /// The last `comm` seen for the process and its text, shared by its events.
+    comm: Option<([u8; agent_common::COMM_LEN], Shared)>,
 }
 
 /// Descriptors still counted by the kernel for a process, to be flushed at its exit.
@@ -192,7 +205,7 @@ pub struct OpenFd {
 pub struct Decoder {
     /// Wall clock minus boot clock, ns.
     pub boot_to_wall_ns: i64,
-    services: Vec<String>,
+    services: Vec<Shared>,
     procs: HashMap<u32, Proc>,
     fds: HashMap<(u32, u32), FileRef>,
     /// Events produced by the agent itself (implicit closes at exit) get this CPU value
@@ -207,7 +220,7 @@ impl Decoder {
     pub fn new(boot_to_wall_ns: i64, services: Vec<String>) -> Self {
         Self {
             boot_to_wall_ns,
-            services,
+            services: services.into_iter().map(Shared::from).collect(),
             procs: HashMap::new(),
             fds: HashMap::new(),
             agent_seq: 0,
@@ -226,22 +239,42 @@ impl Decoder {
         v
     }
 
-    fn service(&self, i: u32) -> String {
+    fn service(&self, i: u32) -> Shared {
         self.services
             .get(i as usize)
             .cloned()
-            .unwrap_or_else(|| format!("service#{i}"))
+            .unwrap_or_else(|| format!("service#{i}").into())
     }
 
-    fn base(&self, r: &RawEvent, class_uid: i32, activity_id: i32, name: &str) -> Event {
+    /// The process's `comm` as shared text, made once per name change.
+    fn comm(&mut self, pid: u32, c: &[u8; agent_common::COMM_LEN]) -> Shared {
+        let p = self.procs.entry(pid).or_default();
+        match &p.comm {
+            Some((bytes, text)) if bytes == c => text.clone(),
+            _ => {
+                let text: Shared = comm(c).into();
+                p.comm = Some((*c, text.clone()));
+                text
+            }
+        }
+    }
+
+    fn base(
+        &mut self,
+        r: &RawEvent,
+        class_uid: i32,
+        activity_id: i32,
+        name: &'static str,
+    ) -> Event {
         let h = &r.header;
+        let name_text = self.comm(h.pid, &h.comm);
         let p = self.procs.get(&h.pid).cloned().unwrap_or_default();
         let failed = r.ret < 0 && h.op != op::EXIT;
         Event {
             time_ns: (h.boot_ns as i64).saturating_add(self.boot_to_wall_ns),
             class_uid,
             activity_id,
-            activity_name: name.to_string(),
+            activity_name: name.into(),
             status_id: if failed {
                 status::FAILURE
             } else {
@@ -252,7 +285,7 @@ impl Decoder {
                 tid: h.tid,
                 uid: h.uid,
                 gid: h.gid,
-                name: comm(&h.comm),
+                name: name_text,
                 cmd_line: p.cmd_line,
                 exe: p.exe,
                 ppid: h.ppid,
@@ -266,7 +299,7 @@ impl Decoder {
                 cgroup_id: h.cgroup_id,
                 service: self.service(h.service),
                 syscall: (r.syscall != 0)
-                    .then(|| syscalls::name(r.syscall as u64).map(str::to_string))
+                    .then(|| syscalls::name(r.syscall as u64).map(Into::into))
                     .flatten(),
                 ret: (h.op < op::EXEC && h.op != op::CLOSE).then_some(r.ret),
                 errno: (failed && h.op < op::EXEC).then_some((-r.ret) as i32),
@@ -300,25 +333,22 @@ impl Decoder {
                     activity::PROCESS_LAUNCH,
                     "Launch",
                 );
-                let exe = rec.components(0).map(|p| p.0);
+                let exe: Option<Shared> = rec.components(0).map(|p| p.0.into());
                 let (cmd_line, truncated) = match rec.slot(1) {
-                    Some((b, s)) if s.kind == str_kind::ARGV => {
-                        (Some(argv_to_cmdline(b)), s.flags & str_flag::TRUNCATED != 0)
-                    }
+                    Some((b, s)) if s.kind == str_kind::ARGV => (
+                        Some(Shared::from(argv_to_cmdline(b))),
+                        s.flags & str_flag::TRUNCATED != 0,
+                    ),
                     _ => (None, false),
                 };
-                self.procs.insert(
-                    h.pid,
-                    Proc {
-                        cmd_line: cmd_line.clone(),
-                        exe: exe.clone(),
-                    },
-                );
+                let p = self.procs.entry(h.pid).or_default();
+                p.cmd_line = cmd_line.clone();
+                p.exe = exe.clone();
                 e.actor.cmd_line = cmd_line.clone();
                 e.actor.exe = exe.clone();
                 e.process = Some(TargetProcess {
                     pid: h.pid,
-                    name: Some(comm(&h.comm)),
+                    name: Some(e.actor.name.clone()),
                     cmd_line,
                     exe,
                     cwd: rec.components(2).map(|p| p.0),
@@ -334,7 +364,7 @@ impl Decoder {
                 self.procs.insert(child, parent.clone());
                 e.process = Some(TargetProcess {
                     pid: child,
-                    name: Some(comm(&h.comm)),
+                    name: Some(e.actor.name.clone()),
                     cmd_line: parent.cmd_line,
                     exe: parent.exe,
                     ..Default::default()
@@ -352,7 +382,7 @@ impl Decoder {
                 let sig = status & 0x7f;
                 e.process = Some(TargetProcess {
                     pid: h.pid,
-                    name: Some(comm(&h.comm)),
+                    name: Some(e.actor.name.clone()),
                     cmd_line: e.actor.cmd_line.clone(),
                     exe: e.actor.exe.clone(),
                     exit_code: (sig == 0).then_some((status >> 8) & 0xff),
@@ -565,7 +595,7 @@ mod tests {
         assert_eq!(f.path_requested.as_deref(), Some("x.txt"));
         assert_eq!(f.inode, Some(99));
         assert_eq!(e.groundtruth.syscall.as_deref(), Some("openat"));
-        assert_eq!(e.groundtruth.service, "svc");
+        assert_eq!(&*e.groundtruth.service, "svc");
 
         let mut c = raw(op::CLOSE);
         c.fd = 3;

@@ -430,7 +430,7 @@ impl Sink {
         if is_process && ev.activity_id != activity::PROCESS_TERMINATE {
             // Launch and Fork are where a process's name is set or first seen.
             let pid = ev.process.as_ref().map_or(ev.actor.pid, |p| p.pid);
-            self.names.insert(pid, ev.actor.name.clone());
+            self.names.insert(pid, ev.actor.name.to_string());
         }
         if is_process && ev.activity_name == "Fork" {
             if let Some(p) = &ev.process {

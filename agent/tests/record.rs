@@ -175,7 +175,7 @@ fn file_activity_is_recorded_exactly() {
     assert_eq!(open.len(), 2, "open for write, then for read: {open:#?}");
     for e in &open {
         assert_eq!(e.actor.pid, pid);
-        assert_eq!(e.groundtruth.service, "files");
+        assert_eq!(&*e.groundtruth.service, "files");
         assert_eq!(e.groundtruth.errno, None);
         assert!(e.file.as_ref().unwrap().inode.is_some_and(|i| i > 0));
     }

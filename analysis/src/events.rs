@@ -30,7 +30,7 @@ pub fn rfc3339(ns: i64) -> String {
 pub fn target(e: &Event) -> String {
     let mut s = String::new();
     if let Some(p) = &e.process {
-        match e.activity_name.as_str() {
+        match &*e.activity_name {
             "Launch" => {
                 s.push_str(p.exe.as_deref().unwrap_or("?"));
                 if let Some(c) = &p.cmd_line {

@@ -1,6 +1,13 @@
 //! The event model: one row of the trail, in the shape of the OCSF-aligned schema.
 
 use serde::{Deserialize, Serialize};
+use std::{borrow::Cow, sync::Arc};
+
+/// Text that repeats across many events (process names, command lines, service labels):
+/// shared, so that an event costs a reference count, not an allocation.
+pub type Shared = Arc<str>;
+/// Text that is usually a constant (activity and syscall names).
+pub type Label = Cow<'static, str>;
 
 /// OCSF classes.
 pub mod class {
@@ -44,11 +51,11 @@ pub struct Actor {
     pub uid: u32,
     pub gid: u32,
     /// Kernel `comm` (at most 15 bytes).
-    pub name: String,
+    pub name: Shared,
     /// Command line of the process's latest exec seen in this trail.
-    pub cmd_line: Option<String>,
+    pub cmd_line: Option<Shared>,
     /// Executable of the process's latest exec seen in this trail.
-    pub exe: Option<String>,
+    pub exe: Option<Shared>,
     pub ppid: u32,
 }
 
@@ -56,9 +63,9 @@ pub struct Actor {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetProcess {
     pub pid: u32,
-    pub name: Option<String>,
-    pub cmd_line: Option<String>,
-    pub exe: Option<String>,
+    pub name: Option<Shared>,
+    pub cmd_line: Option<Shared>,
+    pub exe: Option<Shared>,
     pub cwd: Option<String>,
     pub exit_code: Option<i32>,
     pub exit_signal: Option<i32>,
@@ -84,8 +91,8 @@ pub struct Extra {
     pub cpu: u32,
     pub sequence: u64,
     pub cgroup_id: u64,
-    pub service: String,
-    pub syscall: Option<String>,
+    pub service: Shared,
+    pub syscall: Option<Label>,
     pub ret: Option<i64>,
     pub errno: Option<i32>,
     pub flags: Option<u64>,
@@ -107,7 +114,7 @@ pub struct Event {
     pub time_ns: i64,
     pub class_uid: i32,
     pub activity_id: i32,
-    pub activity_name: String,
+    pub activity_name: Label,
     pub status_id: i32,
     pub actor: Actor,
     pub process: Option<TargetProcess>,

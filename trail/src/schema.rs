@@ -133,7 +133,6 @@ fn path_array(paths: StringBuilder) -> ArrayRef {
     strukt(fields, vec![Arc::new(paths.finish())], None)
 }
 
-#[derive(Default)]
 struct FileCols {
     valid: Vec<bool>,
     path: StringBuilder,
@@ -144,6 +143,17 @@ struct FileCols {
 }
 
 impl FileCols {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            valid: Vec::with_capacity(n),
+            path: StringBuilder::with_capacity(n, n * 32),
+            requested: StringBuilder::with_capacity(n, n * 16),
+            inode: UInt64Builder::with_capacity(n),
+            dev: UInt64Builder::with_capacity(n),
+            truncated: BooleanBuilder::with_capacity(n),
+        }
+    }
+
     fn push(&mut self, f: Option<&FileRef>) {
         let d = FileRef::default();
         let f2 = f.unwrap_or(&d);
@@ -177,47 +187,65 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     let mut class_uid = Int32Builder::with_capacity(n);
     let mut category = Int32Builder::with_capacity(n);
     let mut activity_id = Int32Builder::with_capacity(n);
-    let mut activity_name = StringBuilder::new();
+    let mut activity_name = StringBuilder::with_capacity(n, n * 8);
     let mut type_uid = Int64Builder::with_capacity(n);
     let mut status = Int32Builder::with_capacity(n);
     // actor.process
-    let (mut a_pid, mut a_tid) = (Int32Builder::new(), Int32Builder::new());
-    let (mut a_uid, mut a_gid) = (UInt32Builder::new(), UInt32Builder::new());
-    let (mut a_name, mut a_cmd, mut a_exe) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
+    let (mut a_pid, mut a_tid) = (
+        Int32Builder::with_capacity(n),
+        Int32Builder::with_capacity(n),
     );
-    let mut a_ppid = Int32Builder::new();
+    let (mut a_uid, mut a_gid) = (
+        UInt32Builder::with_capacity(n),
+        UInt32Builder::with_capacity(n),
+    );
+    let (mut a_name, mut a_cmd, mut a_exe) = (
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 8),
+    );
+    let mut a_ppid = Int32Builder::with_capacity(n);
     // process
     let mut p_valid = Vec::with_capacity(n);
-    let mut p_pid = Int32Builder::new();
+    let mut p_pid = Int32Builder::with_capacity(n);
     let (mut p_name, mut p_cmd, mut p_exe, mut p_cwd) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 8),
     );
-    let (mut p_code, mut p_sig) = (Int32Builder::new(), Int32Builder::new());
-    let mut p_trunc = BooleanBuilder::new();
-    let mut file = FileCols::default();
-    let mut file_result = FileCols::default();
+    let (mut p_code, mut p_sig) = (
+        Int32Builder::with_capacity(n),
+        Int32Builder::with_capacity(n),
+    );
+    let mut p_trunc = BooleanBuilder::with_capacity(n);
+    let mut file = FileCols::with_capacity(n);
+    let mut file_result = FileCols::with_capacity(n);
     // groundtruth
-    let mut g_cpu = UInt32Builder::new();
-    let (mut g_seq, mut g_cg) = (UInt64Builder::new(), UInt64Builder::new());
-    let (mut g_service, mut g_syscall) = (StringBuilder::new(), StringBuilder::new());
-    let mut g_ret = Int64Builder::new();
-    let mut g_errno = Int32Builder::new();
-    let mut g_flags = UInt64Builder::new();
-    let (mut g_mode, mut g_ouid, mut g_ogid) = (
-        UInt32Builder::new(),
-        UInt32Builder::new(),
-        UInt32Builder::new(),
+    let mut g_cpu = UInt32Builder::with_capacity(n);
+    let (mut g_seq, mut g_cg) = (
+        UInt64Builder::with_capacity(n),
+        UInt64Builder::with_capacity(n),
     );
-    let mut g_len = Int64Builder::new();
-    let mut g_fd = Int32Builder::new();
-    let (mut g_br, mut g_bw) = (UInt64Builder::new(), UInt64Builder::new());
-    let mut g_impl = BooleanBuilder::new();
+    let (mut g_service, mut g_syscall) = (
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 8),
+    );
+    let mut g_ret = Int64Builder::with_capacity(n);
+    let mut g_errno = Int32Builder::with_capacity(n);
+    let mut g_flags = UInt64Builder::with_capacity(n);
+    let (mut g_mode, mut g_ouid, mut g_ogid) = (
+        UInt32Builder::with_capacity(n),
+        UInt32Builder::with_capacity(n),
+        UInt32Builder::with_capacity(n),
+    );
+    let mut g_len = Int64Builder::with_capacity(n);
+    let mut g_fd = Int32Builder::with_capacity(n);
+    let (mut g_br, mut g_bw) = (
+        UInt64Builder::with_capacity(n),
+        UInt64Builder::with_capacity(n),
+    );
+    let mut g_impl = BooleanBuilder::with_capacity(n);
 
     for e in events {
         time.push(e.time_ns);
@@ -346,8 +374,8 @@ fn col<'a, T: 'static>(s: &'a StructArray, name: &str) -> Result<&'a T, TrailErr
         .ok_or_else(|| TrailError::Schema(format!("column `{name}` missing or of the wrong type")))
 }
 
-fn opt_str(a: &StringArray, i: usize) -> Option<String> {
-    a.is_valid(i).then(|| a.value(i).to_string())
+fn opt_str<T: From<String>>(a: &StringArray, i: usize) -> Option<T> {
+    a.is_valid(i).then(|| a.value(i).to_string().into())
 }
 
 macro_rules! opt {
@@ -428,14 +456,14 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
             time_ns: time.value(i),
             class_uid: class_uid.value(i),
             activity_id: activity_id.value(i),
-            activity_name: activity_name.value(i).to_string(),
+            activity_name: activity_name.value(i).to_string().into(),
             status_id: status.value(i),
             actor: Actor {
                 pid: a_pid.value(i) as u32,
                 tid: a_tid.value(i) as u32,
                 uid: a_uid.value(i),
                 gid: a_gid.value(i),
-                name: a_name.value(i).to_string(),
+                name: a_name.value(i).into(),
                 cmd_line: opt_str(a_cmd, i),
                 exe: opt_str(a_exe, i),
                 ppid: a_ppid.value(i) as u32,
@@ -456,7 +484,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                 cpu: g_cpu.value(i),
                 sequence: g_seq.value(i),
                 cgroup_id: g_cg.value(i),
-                service: g_service.value(i).to_string(),
+                service: g_service.value(i).into(),
                 syscall: opt_str(g_syscall, i),
                 ret: opt!(g_ret, i),
                 errno: opt!(g_errno, i),

@@ -129,6 +129,7 @@ impl TrailWriter {
         let level = ZstdLevel::try_new(self.opts.zstd_level).unwrap_or_default();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
+            .set_dictionary_enabled(false)
             .set_max_row_group_row_count(Some(self.opts.segment_rows.max(1)))
             .build();
         let writer = Self::pq(
