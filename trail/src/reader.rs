@@ -157,7 +157,7 @@ mod tests {
         }
         w.set_lost([(1u32, 5u64)].into());
         let paths = w.finish().unwrap();
-        assert_eq!(paths.len(), 3, "50 rows at >= 20 rows per segment");
+        assert_eq!(paths.len(), 3, "50 rows at 20 rows per segment");
         let segs = read_trail(dir.path()).unwrap();
         let back: Vec<Event> = segs.iter().flat_map(|s| s.events.clone()).collect();
         assert_eq!(back, events);
@@ -166,7 +166,15 @@ mod tests {
         assert_eq!(last[meta::SEGMENT], "2");
         assert_eq!(last[meta::LOST_TOTAL], "5");
         assert_eq!(last[meta::LOST], r#"{"1":5}"#);
-        assert_eq!(segs[0].metadata[meta::EVENTS], "21");
+        let counts: Vec<&str> = segs
+            .iter()
+            .map(|s| s.metadata[meta::EVENTS].as_str())
+            .collect();
+        assert_eq!(
+            counts,
+            ["20", "20", "10"],
+            "batches never cross a segment boundary"
+        );
     }
 
     #[test]

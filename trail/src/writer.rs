@@ -97,7 +97,16 @@ impl TrailWriter {
 
     pub fn push(&mut self, ev: Event) -> Result<(), TrailError> {
         self.buf.push(ev);
-        if self.buf.len() >= self.opts.batch_rows {
+        // A batch never crosses a segment boundary: segments hold exactly
+        // `segment_rows` events (the last one fewer).
+        let in_segment = self.open.as_ref().map_or(0, |o| o.rows);
+        let room = self
+            .opts
+            .segment_rows
+            .max(1)
+            .saturating_sub(in_segment)
+            .max(1);
+        if self.buf.len() >= self.opts.batch_rows.min(room) {
             self.flush_batch()?;
         }
         Ok(())

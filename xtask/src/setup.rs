@@ -52,7 +52,7 @@ fn dpkg_installed(pkg: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
-fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
+pub fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
     let missing: Vec<&String> = pkgs.iter().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -96,6 +96,56 @@ fn check_kernel() -> anyhow::Result<()> {
             eprintln!("xtask: note: no cgroup v2 mount found (needed later for cgroup scoping)")
         }
     }
+    Ok(())
+}
+
+/// Python packages the interoperability tests read trails with (pinned).
+const PYTHON_PACKAGES: [&str; 2] = ["duckdb==2.0.1", "pyarrow==26.0.1"];
+
+/// The virtual environment with [`PYTHON_PACKAGES`], under the target directory.
+pub fn python_env_dir() -> std::path::PathBuf {
+    crate::root_dir().join("target/pyenv")
+}
+
+/// Create the virtual environment, or bring its packages to the pinned versions.
+fn python_env() -> anyhow::Result<()> {
+    let dir = python_env_dir();
+    let py = dir.join("bin/python");
+    let pinned_present = || {
+        let check = format!(
+            "import importlib.metadata as m, sys; sys.exit(0 if all(m.version(p.split('==')[0]) == p.split('==')[1] for p in {:?}) else 1)",
+            PYTHON_PACKAGES
+        );
+        Command::new(&py)
+            .args(["-c", &check])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if pinned_present() {
+        return Ok(());
+    }
+    if !py.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir)).context(
+            "creating the Python virtual environment (needs python3 with the venv module)",
+        )?;
+    }
+    run(Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYTHON_PACKAGES))
+    .context("installing duckdb and pyarrow from PyPI into target/pyenv")?;
+    if !pinned_present() {
+        bail!(
+            "{} still lacks {PYTHON_PACKAGES:?} after pip install",
+            dir.display()
+        );
+    }
+    eprintln!("xtask: Python environment ready at {}", dir.display());
     Ok(())
 }
 
@@ -152,6 +202,7 @@ pub fn setup() -> anyhow::Result<()> {
         }
     }
     check_kernel()?;
+    python_env()?;
     eprintln!("xtask: setup complete (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION})");
     Ok(())
 }
