@@ -25,6 +25,10 @@ pub mod op {
     pub const CHOWN: u32 = 9;
     pub const LINK: u32 = 10;
     pub const SYMLINK: u32 = 11;
+    /// A tracked process used a descriptor it did not open itself (dup/dup2/fcntl,
+    /// inherited across fork, received over a unix socket) on a file a tracked process
+    /// opened: from here on its bytes are counted, and its close is reported.
+    pub const ACQUIRE: u32 = 12;
 
     pub const EXEC: u32 = 100;
     pub const FORK: u32 = 101;
@@ -157,12 +161,23 @@ pub struct EventBuf {
 }
 
 /// Per (process, descriptor) state kept by the kernel for files opened by tracked
-/// processes: the bytes that went through the descriptor.
+/// processes: the bytes that went through the descriptor, and the `struct file` it
+/// refers to (to notice a descriptor number that now refers to another file).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FdState {
     pub bytes_read: u64,
     pub bytes_written: u64,
+    pub inode: u64,
+    pub dev: u64,
+    pub file: u64,
+}
+
+/// An open file (`struct file`) that a tracked process opened, by address: lets a
+/// descriptor the process tree got by dup or inheritance be recognised as that file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileInfo {
     pub inode: u64,
     pub dev: u64,
 }
@@ -234,6 +249,10 @@ pub struct KernelOffsets {
     /// `orig_ax`; di, si, dx, r10, r8, r9).
     pub regs_nr: u32,
     pub regs_args: [u32; 6],
+    /// `file.f_ref` (6.13+: `file_ref_t`, holds references - 1) or `file.f_count`
+    /// (before: `atomic_long_t`, holds references); `file_refcnt_bias` is 1 or 0.
+    pub file_refcnt: u32,
+    pub file_refcnt_bias: u32,
 }
 
 pub const OFFSETS_MAGIC: u32 = 0x6774_0001;
@@ -245,4 +264,5 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::FdState {}
     unsafe impl aya::Pod for super::FdKey {}
+    unsafe impl aya::Pod for super::FileInfo {}
 }

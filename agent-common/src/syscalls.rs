@@ -82,6 +82,7 @@ pub mod nr {
     pub const PWRITE64: u64 = 18;
     pub const READV: u64 = 19;
     pub const WRITEV: u64 = 20;
+    pub const SENDFILE: u64 = 40;
     pub const TRUNCATE: u64 = 76;
     pub const FTRUNCATE: u64 = 77;
     pub const RENAME: u64 = 82;
@@ -104,9 +105,11 @@ pub mod nr {
     pub const LINKAT: u64 = 265;
     pub const SYMLINKAT: u64 = 266;
     pub const FCHMODAT: u64 = 268;
+    pub const SPLICE: u64 = 275;
     pub const PREADV: u64 = 295;
     pub const PWRITEV: u64 = 296;
     pub const RENAMEAT2: u64 = 316;
+    pub const COPY_FILE_RANGE: u64 = 326;
     pub const PREADV2: u64 = 327;
     pub const PWRITEV2: u64 = 328;
     pub const OPENAT2: u64 = 437;
@@ -128,6 +131,16 @@ pub const WRITE_SYSCALLS: [(&str, u64); 5] = [
     ("writev", nr::WRITEV),
     ("pwritev", nr::PWRITEV),
     ("pwritev2", nr::PWRITEV2),
+];
+
+/// Syscalls that move bytes from one descriptor to another in the kernel: the result is
+/// added to the bytes read of the source and the bytes written of the destination
+/// (sendfile(out, in, ..): arguments 1 and 0; splice and copy_file_range(in, .., out,
+/// ..): arguments 0 and 2).
+pub const TRANSFER_SYSCALLS: [(&str, u64); 3] = [
+    ("sendfile", nr::SENDFILE),
+    ("splice", nr::SPLICE),
+    ("copy_file_range", nr::COPY_FILE_RANGE),
 ];
 
 /// Every traced file syscall (besides read/write/close), by number.
@@ -382,6 +395,13 @@ pub fn name(n: u64) -> Option<&'static str> {
         }
         if WRITE_SYSCALLS[i].1 == n {
             return Some(WRITE_SYSCALLS[i].0);
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < TRANSFER_SYSCALLS.len() {
+        if TRANSFER_SYSCALLS[i].1 == n {
+            return Some(TRANSFER_SYSCALLS[i].0);
         }
         i += 1;
     }

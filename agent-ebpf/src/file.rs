@@ -24,7 +24,7 @@
 use agent_common::{
     ev_flag, op, stat,
     syscalls::{self, nr, Spec, CWD, NONE, NO_BASE},
-    FdKey, FdState,
+    FdKey, FdState, FileInfo,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
@@ -36,7 +36,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use crate::{
     event::{self, Ev},
     kernel::{self, off, read},
-    maps::{self, count, FDS},
+    maps::{self, count, FDS, FILES},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -88,12 +88,22 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     let fd = reg_arg(ctx.arg(0), 0) as u32;
     let key = FdKey { pid: tgid, fd };
+    let cur = kernel::fd_file(task, fd as u64).unwrap_or(0);
     // SAFETY: copied out before removal.
-    let Some(st) = (unsafe { FDS.get(&key) }).copied() else {
-        return 0;
-    };
-    let _ = FDS.remove(&key);
-    emit_close(&key, &st, service, task, 0, nr::CLOSE as u32);
+    if let Some(st) = (unsafe { FDS.get(&key) }).copied() {
+        let _ = FDS.remove(&key);
+        // A state for another file: the descriptor was replaced (dup2 over it) after
+        // its last use, and that replacement closed the old file implicitly.
+        if st.file == cur {
+            emit_close(&key, &st, service, task, 0, nr::CLOSE as u32);
+        } else {
+            emit_close(&key, &st, service, task, ev_flag::IMPLICIT_CLOSE, 0);
+        }
+    }
+    // The last reference to a file a tracked process opened: forget the file.
+    if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
+        let _ = FILES.remove(&cur);
+    }
     0
 }
 
@@ -115,12 +125,25 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let n: u64 = read(regs, off!(regs_nr))?;
-    if is_io(n) {
+    if is_io(n) || is_transfer(n) {
         if kernel::compat_syscall(task) {
             count(stat::COMPAT_SYSCALLS);
             return Ok(());
         }
-        io_exit(regs, ret, tgid, n);
+        let bytes = if ret > 0 { ret as u64 } else { 0 };
+        // (descriptor, written?) pairs: read/write use one; sendfile(out, in, ..),
+        // splice and copy_file_range(in, .., out, ..) move bytes from one to another.
+        let (first, second) = if is_io(n) {
+            (pack(reg_arg(regs, 0), is_write(n)), NO_FD)
+        } else if n == nr::SENDFILE {
+            (pack(reg_arg(regs, 1), false), pack(reg_arg(regs, 0), true))
+        } else {
+            (pack(reg_arg(regs, 0), false), pack(reg_arg(regs, 2), true))
+        };
+        account(first, bytes, n, service);
+        if second != NO_FD {
+            account(second, bytes, n, service);
+        }
         return Ok(());
     }
     let Some(spec) = syscalls::spec(n) else {
@@ -263,9 +286,13 @@ fn open_exit(
             bytes_written: 0,
             inode: ino,
             dev,
+            file,
         };
         if FDS.insert(&key, &state, 0).is_err() {
             count(stat::FD_FULL);
+        }
+        if file != 0 {
+            let _ = FILES.insert(&file, &FileInfo { inode: ino, dev }, 0);
         }
     }
     let Some(mut ev) = event::begin(op::OPEN, service, task) else {
@@ -315,6 +342,11 @@ fn is_write(n: u64) -> bool {
 }
 
 #[inline(always)]
+fn is_transfer(n: u64) -> bool {
+    matches!(n, nr::SENDFILE | nr::SPLICE | nr::COPY_FILE_RANGE)
+}
+
+#[inline(always)]
 fn is_io(n: u64) -> bool {
     is_write(n)
         || matches!(
@@ -323,26 +355,97 @@ fn is_io(n: u64) -> bool {
         )
 }
 
-/// Add a read/write result to the bytes of a counted descriptor.
+/// Add a read/write result to the bytes of its descriptor. A descriptor without state
+/// whose file a tracked process opened (dup, fork inheritance, SCM_RIGHTS) is acquired
+/// here: reported once, then counted like an opened one.
+/// A descriptor and whether bytes were written to it, in one register.
 #[inline(always)]
-fn io_exit(regs: u64, ret: i64, tgid: u32, n: u64) {
-    if ret <= 0 {
+fn pack(fd: u64, write: bool) -> u64 {
+    (fd & 0xffff_ffff) | ((write as u64) << 32)
+}
+const NO_FD: u64 = u64::MAX;
+
+/// Out of line (called twice for transfers): a BPF-to-BPF call with at most five
+/// arguments, verified once per call site instead of being inlined.
+#[inline(never)]
+fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
+    let fd = fd_write as u32;
+    let write = fd_write >> 32 != 0;
+    let (tgid, _) = ids();
+    let task = kernel::current_task();
+    let key = FdKey { pid: tgid, fd };
+    let cur = kernel::fd_file(task, fd as u64).unwrap_or(0);
+    if let Some(st) = FDS.get_ptr_mut(&key) {
+        // SAFETY: the map value stays valid during the program.
+        let known = unsafe { (*st).file };
+        if known == cur {
+            if bytes > 0 {
+                // SAFETY: as above; threads of one process may add concurrently, hence
+                // the atomic add.
+                unsafe {
+                    let field = if write {
+                        &raw mut (*st).bytes_written
+                    } else {
+                        &raw mut (*st).bytes_read
+                    };
+                    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, bytes);
+                }
+            }
+            return;
+        }
+        // The descriptor number now refers to another file (dup2 over it): the old
+        // one was closed by the kernel; report it before looking at the new one.
+        // SAFETY: copied out before removal.
+        let old = unsafe { *st };
+        let _ = FDS.remove(&key);
+        emit_close(&key, &old, service, task, ev_flag::IMPLICIT_CLOSE, 0);
+    }
+    if cur == 0 {
         return;
     }
-    let key = FdKey {
-        pid: tgid,
-        fd: reg_arg(regs, 0) as u32,
+    // SAFETY: copied out immediately.
+    let Some(info) = (unsafe { FILES.get(&cur) }).copied() else {
+        return;
     };
-    if let Some(st) = FDS.get_ptr_mut(&key) {
-        // SAFETY: the map value stays valid during the program; threads of one process
-        // may add concurrently, hence the atomic add.
-        unsafe {
-            let field = if is_write(n) {
-                &raw mut (*st).bytes_written
-            } else {
-                &raw mut (*st).bytes_read
-            };
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, ret as u64);
+    let (ino, dev) = kernel::file_ino_dev(cur);
+    if ino != info.inode || dev != info.dev {
+        // The address now belongs to another file.
+        return;
+    }
+    let mut state = FdState {
+        bytes_read: 0,
+        bytes_written: 0,
+        inode: ino,
+        dev,
+        file: cur,
+    };
+    if write {
+        state.bytes_written = bytes;
+    } else {
+        state.bytes_read = bytes;
+    }
+    if FDS.insert(&key, &state, 0).is_err() {
+        count(stat::FD_FULL);
+        return;
+    }
+    emit_acquire(fd, n, service, cur);
+}
+
+/// The Acquire event of a descriptor (kept out of line: the path walk is large, and
+/// `account` is inlined at three call sites).
+#[inline(never)]
+fn emit_acquire(fd: u32, n: u64, service: u32, file: u64) {
+    let task = kernel::current_task();
+    let (ino, dev) = kernel::file_ino_dev(file);
+    if let Some(mut ev) = event::begin(op::ACQUIRE, service, task) {
+        let e = &mut ev.buf.ev;
+        e.syscall = n as u32;
+        e.fd = fd as i32;
+        e.inode = ino;
+        e.dev = dev;
+        if let Ok((mnt, dentry)) = kernel::file_path(file) {
+            ev.path(2, mnt, dentry);
         }
+        ev.submit();
     }
 }

@@ -44,6 +44,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_ti_status: 0,
     regs_nr: 0,
     regs_args: [0; 6],
+    file_refcnt: 0,
+    file_refcnt_bias: 0,
 };
 
 /// One offset, read so that the compiler cannot fold the all-zero initializer.
@@ -130,6 +132,13 @@ pub fn file_path(file: u64) -> Result<(u64, u64), i64> {
 pub fn cwd(task: u64) -> Result<(u64, u64), i64> {
     let fs: u64 = read(task, off!(task_fs))?;
     path_at(fs, off!(fs_pwd))
+}
+
+/// References to an open file (descriptors in all fd tables, and temporary holders).
+#[inline(always)]
+pub fn file_refs(file: u64) -> Result<i64, i64> {
+    let v: i64 = read(file, off!(file_refcnt))?;
+    Ok(v + off!(file_refcnt_bias) as i64)
 }
 
 /// (inode number, device) of an open file.

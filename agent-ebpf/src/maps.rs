@@ -1,9 +1,9 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
-use agent_common::{EventBuf, FdKey, FdState};
+use agent_common::{EventBuf, FdKey, FdState, FileInfo};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Events to userspace.
@@ -17,6 +17,13 @@ pub static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 /// Descriptors opened by tracked processes and the bytes that went through them.
 #[map]
 pub static FDS: HashMap<FdKey, FdState> = HashMap::with_max_entries(131072, 0);
+
+/// Open files (`struct file` addresses) that tracked processes opened. Entries go when
+/// a close() drops the last reference; files released otherwise (exit, dup2 over the
+/// last descriptor) stay until evicted (LRU). The inode is checked before a match is
+/// trusted, so a reused address cannot be mistaken for the old file.
+#[map]
+pub static FILES: LruHashMap<u64, FileInfo> = LruHashMap::with_max_entries(131072, 0);
 
 /// One event under construction per CPU (too large for the 512-byte stack).
 #[map]

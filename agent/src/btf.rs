@@ -229,7 +229,21 @@ impl Btf {
 
 /// Every offset the kernel programs use, resolved for this kernel.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    // The reference count of struct file changed type in 6.13.
+    let (file_refcnt, file_refcnt_bias) = match btf.offset("file", "f_ref") {
+        Ok(o) => (o, 1),
+        Err(_) => (
+            btf.offset("file", "f_count")
+                .map_err(|_| BtfError::MissingField {
+                    strukt: "file".into(),
+                    field: "f_ref (6.13+) or f_count".into(),
+                })?,
+            0,
+        ),
+    };
     Ok(KernelOffsets {
+        file_refcnt,
+        file_refcnt_bias,
         magic: OFFSETS_MAGIC,
         task_real_parent: btf.offset("task_struct", "real_parent")?,
         task_tgid: btf.offset("task_struct", "tgid")?,

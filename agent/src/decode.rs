@@ -416,6 +416,16 @@ impl Decoder {
                 e.file = Some(f);
                 e
             }
+            op::ACQUIRE => {
+                let mut e = self.base(&r, class::FILE_SYSTEM_ACTIVITY, activity::OTHER, "Acquire");
+                let f = file_with(&rec, None);
+                e.groundtruth.fd = Some(r.fd);
+                // The read/write that first used the descriptor, not an open.
+                e.groundtruth.ret = None;
+                self.fds.insert((h.pid, r.fd as u32), f.clone());
+                e.file = Some(f);
+                e
+            }
             op::CLOSE => {
                 let mut e = self.base(&r, class::FILE_SYSTEM_ACTIVITY, activity::OTHER, "Close");
                 let mut f = self.fds.remove(&(h.pid, r.fd as u32)).unwrap_or_default();

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use std::{collections::BTreeMap, process::Command};
+use std::{collections::BTreeMap, path::Path, process::Command};
 use trail::{meta, Event};
 
 #[test]
@@ -334,5 +334,92 @@ fn losses_are_counted_and_equal_the_sequence_gaps() {
         run.stderr().contains(&format!("lost {total_lost}")),
         "{}",
         run.stderr()
+    );
+}
+
+/// Bytes through descriptors the process did not get from open(): shell redirection
+/// (open, dup2 to 1, close, write), a dup2 that is later replaced, a descriptor
+/// inherited across fork, and in-kernel copies (cat may use copy_file_range).
+#[test]
+fn bytes_through_dup_inherited_and_copied_descriptors_are_counted() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let script = format!(
+        "echo hello > out.txt; echo more >> out.txt; cat out.txt > copy.txt; {WORKLOAD} dup:a.txt:11:9 inherit:b.txt:7"
+    );
+    let run = record(&d, &[], &["sh", "-c", &script], &d);
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    run.assert_in_window();
+    let closes = |name: &str| run.file_events("Close", &d.join(name));
+    let written = |name: &str| -> u64 {
+        closes(name)
+            .iter()
+            .map(|e| e.groundtruth.bytes_written.unwrap())
+            .sum()
+    };
+    let read = |name: &str| -> u64 {
+        closes(name)
+            .iter()
+            .map(|e| e.groundtruth.bytes_read.unwrap())
+            .sum()
+    };
+    assert_eq!(written("out.txt"), 11, "{:#?}", closes("out.txt"));
+    assert_eq!(read("out.txt"), 11, "cat read it: {:#?}", closes("out.txt"));
+    assert_eq!(written("copy.txt"), 11, "{:#?}", closes("copy.txt"));
+
+    // dup:a.txt:11:9 — the original descriptor closes with nothing, descriptor 9 is
+    // acquired, and closes implicitly (replaced by dup2 of /dev/null) with 11 bytes.
+    let pid = run.workload_pid("dup:a.txt:11:9 inherit:b.txt:7");
+    let a = closes("a.txt");
+    assert_eq!(a.len(), 2, "{a:#?}");
+    assert_eq!(
+        (a[0].groundtruth.bytes_written, a[0].groundtruth.implicit),
+        (Some(0), false)
+    );
+    assert_eq!(
+        (
+            a[1].groundtruth.fd,
+            a[1].groundtruth.bytes_written,
+            a[1].groundtruth.implicit
+        ),
+        (Some(9), Some(11), true)
+    );
+    let acq = run.one("Acquire", &d.join("a.txt"));
+    assert_eq!((acq.actor.pid, acq.groundtruth.fd), (pid, Some(9)));
+    assert!(acq.file.as_ref().unwrap().inode.is_some_and(|i| i > 0));
+    let null: Vec<u64> = run
+        .file_events("Close", Path::new("/dev/null"))
+        .iter()
+        .filter(|e| e.actor.pid == pid)
+        .map(|e| e.groundtruth.bytes_written.unwrap())
+        .collect();
+    assert_eq!(
+        null,
+        [0, 5],
+        "the bytes after dup2 over fd 9 went to /dev/null"
+    );
+
+    // inherit:b.txt:7 — the child's writes through the inherited descriptor.
+    let b = closes("b.txt");
+    assert_eq!(b.len(), 2, "{b:#?}");
+    let child = b
+        .iter()
+        .find(|e| e.actor.pid != pid)
+        .expect("child's close");
+    assert_eq!(
+        (child.groundtruth.bytes_written, child.groundtruth.implicit),
+        (Some(7), true)
+    );
+    let parent = b
+        .iter()
+        .find(|e| e.actor.pid == pid)
+        .expect("parent's close");
+    assert_eq!(parent.groundtruth.bytes_written, Some(0));
+    assert_eq!(
+        run.one("Acquire", &d.join("b.txt")).actor.pid,
+        child.actor.pid
     );
 }

@@ -12,6 +12,11 @@
 //!   daemon:MS:PATH      double fork; the grandchild waits MS ms, then writes PATH (1 byte)
 //!   loop:N              N times: write f.tmp (64 B), rename to g.tmp, unlink g.tmp;
 //!                       prints `loop: N iterations in T ns` (the benchmark reads it)
+//!   dup:PATH:N:FD       open PATH (create), dup2 it to FD, close the original, write N
+//!                       bytes to FD, then dup2 /dev/null over FD, write 5 bytes, close FD
+//!   inherit:PATH:N      open PATH (create), fork; the child writes N bytes to the
+//!                       inherited descriptor and exits without closing it; the parent
+//!                       waits and closes its descriptor
 //!   sleep:MS
 use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
 
@@ -76,6 +81,66 @@ fn run(op: &str) -> Result<(), String> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => Err(format!("{op}: expected ENOENT, got {other:?}")),
         },
+        "dup" => {
+            let path = cs(arg(1)?);
+            let n = num(2)?;
+            let target = num(3)? as i32;
+            let err = || format!("{op}: {}", std::io::Error::last_os_error());
+            // SAFETY: plain descriptor syscalls on descriptors this function owns.
+            unsafe {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                    0o644,
+                );
+                if fd < 0 || libc::dup2(fd, target) < 0 {
+                    return Err(err());
+                }
+                libc::close(fd);
+                let buf = vec![b'd'; n];
+                if libc::write(target, buf.as_ptr() as *const _, n) != n as isize {
+                    return Err(err());
+                }
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                if null < 0 || libc::dup2(null, target) < 0 {
+                    return Err(err());
+                }
+                libc::close(null);
+                if libc::write(target, b"nnnnn".as_ptr() as *const _, 5) != 5 {
+                    return Err(err());
+                }
+                libc::close(target);
+            }
+            Ok(())
+        }
+        "inherit" => {
+            let path = cs(arg(1)?);
+            let n = num(2)?;
+            // SAFETY: fork in a single-threaded program; the child only writes and exits.
+            unsafe {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                    0o644,
+                );
+                if fd < 0 {
+                    return Err(format!("{op}: {}", std::io::Error::last_os_error()));
+                }
+                let pid = libc::fork();
+                if pid == 0 {
+                    let buf = vec![b'i'; n];
+                    let ok = libc::write(fd, buf.as_ptr() as *const _, n) == n as isize;
+                    libc::_exit(if ok { 0 } else { 1 });
+                }
+                let mut st = 0;
+                libc::waitpid(pid, &mut st, 0);
+                libc::close(fd);
+                if st != 0 {
+                    return Err(format!("{op}: the child failed to write"));
+                }
+            }
+            Ok(())
+        }
         "daemon" => {
             let ms = num(1)? as u64;
             let path = arg(2)?.to_string();
