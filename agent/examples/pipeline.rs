@@ -1,0 +1,169 @@
+//! The agent's userspace pipeline (decode + Parquet trail writing) on synthetic kernel
+//! records shaped like the benchmark's file loop, without the kernel: CPU per event of
+//! the part of the agent that runs per event. Used by `cargo xtask bench`; runs
+//! unprivileged. Usage: pipeline [ITERATIONS] (4 events per iteration).
+
+use agent::decode::Decoder;
+use agent_common::{op, str_kind, EventHeader, RawEvent, StrRef, RAW_EVENT_SIZE};
+use std::time::Instant;
+use trail::{RunInfo, TrailWriter, WriterOptions};
+
+struct Rec {
+    ev: RawEvent,
+    data: Vec<u8>,
+    n: usize,
+}
+
+impl Rec {
+    fn new(op: u32, seq: u64) -> Self {
+        Rec {
+            ev: RawEvent {
+                header: EventHeader {
+                    op,
+                    seq,
+                    boot_ns: 1_000_000 + seq * 1000,
+                    pid: 4242,
+                    tid: 4242,
+                    ppid: 1,
+                    comm: *b"gt-workload\0\0\0\0\0",
+                    cgroup_id: 77,
+                    ..Default::default()
+                },
+                fd: -1,
+                ..Default::default()
+            },
+            data: Vec::new(),
+            n: 0,
+        }
+    }
+
+    fn s(mut self, kind: u8, bytes: &[u8]) -> Self {
+        self.ev.strs[self.n] = StrRef {
+            off: self.data.len() as u16,
+            len: bytes.len() as u16,
+            kind,
+            flags: 0,
+            _pad: 0,
+        };
+        self.data.extend_from_slice(bytes);
+        self.n += 1;
+        self
+    }
+
+    fn none(mut self) -> Self {
+        self.n += 1;
+        self
+    }
+
+    fn bytes(mut self) -> Vec<u8> {
+        self.ev.data_len = self.data.len() as u32;
+        // SAFETY: RawEvent is repr(C) plain integers.
+        let head = unsafe {
+            std::slice::from_raw_parts(&self.ev as *const RawEvent as *const u8, RAW_EVENT_SIZE)
+        };
+        let mut v = head.to_vec();
+        v.extend_from_slice(&self.data);
+        v
+    }
+}
+
+fn main() {
+    agent::tune_allocator();
+    let iterations: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let cwd: &[u8] = b"bench-tmp\0target\0main\0work\0";
+    let f_full: &[u8] = b"f.tmp\0bench-tmp\0target\0main\0work\0";
+    let mut records = Vec::new();
+    let mut seq = 0;
+    let mut next = || {
+        seq += 1;
+        seq
+    };
+    records.push(
+        Rec::new(op::EXEC, next())
+            .s(str_kind::COMPONENTS, b"gt-workload\0release\0target\0main\0work\0")
+            .s(str_kind::ARGV, b"/work/main/target/release/gt-workload\0loop:100000\0")
+            .s(str_kind::COMPONENTS, cwd)
+            .bytes(),
+    );
+    for _ in 0..iterations {
+        let mut open = Rec::new(op::OPEN, next())
+            .s(str_kind::RAW, b"f.tmp")
+            .none()
+            .s(str_kind::COMPONENTS, f_full);
+        open.ev.syscall = 257;
+        open.ev.ret = 3;
+        open.ev.fd = 3;
+        open.ev.flags = 0o1101;
+        open.ev.inode = 1234;
+        open.ev.dev = 8;
+        records.push(open.bytes());
+        let mut close = Rec::new(op::CLOSE, next());
+        close.ev.syscall = 3;
+        close.ev.fd = 3;
+        close.ev.bytes_written = 64;
+        close.ev.inode = 1234;
+        close.ev.dev = 8;
+        records.push(close.bytes());
+        let mut rename = Rec::new(op::RENAME, next())
+            .s(str_kind::RAW, b"f.tmp")
+            .s(str_kind::COMPONENTS, cwd)
+            .s(str_kind::RAW, b"g.tmp")
+            .s(str_kind::COMPONENTS, cwd);
+        rename.ev.syscall = 82;
+        records.push(rename.bytes());
+        let mut unlink = Rec::new(op::UNLINK, next())
+            .s(str_kind::RAW, b"g.tmp")
+            .s(str_kind::COMPONENTS, cwd);
+        unlink.ev.syscall = 87;
+        records.push(unlink.bytes());
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut writer = TrailWriter::create(
+        dir.path(),
+        RunInfo::default(),
+        WriterOptions::default(),
+    )
+    .expect("trail writer");
+    let mut decoder = Decoder::new(0, vec!["bench".into()]);
+    let cpu0 = cpu_ns();
+    let t = Instant::now();
+    let stage = std::env::var("GT_PIPELINE_STAGE").unwrap_or_default();
+    let mut batch = Vec::with_capacity(16384);
+    for r in &records {
+        let ev = decoder.decode(r).expect("synthetic records decode");
+        match stage.as_str() {
+            "decode" => drop(ev),
+            "batch" => {
+                batch.push(ev);
+                if batch.len() == 16384 {
+                    drop(trail::schema::to_batch(&batch).unwrap());
+                    batch.clear();
+                }
+            }
+            _ => writer.push(ev).expect("write"),
+        }
+    }
+    writer.finish().expect("finish");
+    let wall = t.elapsed().as_nanos() as f64;
+    let cpu = (cpu_ns() - cpu0) as f64;
+    let n = records.len() as f64;
+    println!(
+        "pipeline: {} events, {:.0} ns CPU per event ({:.0} ns wall)",
+        records.len(),
+        cpu / n,
+        wall / n
+    );
+}
+
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
