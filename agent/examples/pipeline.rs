@@ -83,8 +83,14 @@ fn main() {
     };
     records.push(
         Rec::new(op::EXEC, next())
-            .s(str_kind::COMPONENTS, b"gt-workload\0release\0target\0main\0work\0")
-            .s(str_kind::ARGV, b"/work/main/target/release/gt-workload\0loop:100000\0")
+            .s(
+                str_kind::COMPONENTS,
+                b"gt-workload\0release\0target\0main\0work\0",
+            )
+            .s(
+                str_kind::ARGV,
+                b"/work/main/target/release/gt-workload\0loop:100000\0",
+            )
             .s(str_kind::COMPONENTS, cwd)
             .bytes(),
     );
@@ -121,12 +127,8 @@ fn main() {
         records.push(unlink.bytes());
     }
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut writer = TrailWriter::create(
-        dir.path(),
-        RunInfo::default(),
-        WriterOptions::default(),
-    )
-    .expect("trail writer");
+    let mut writer = TrailWriter::create(dir.path(), RunInfo::default(), WriterOptions::default())
+        .expect("trail writer");
     let mut decoder = Decoder::new(0, vec!["bench".into()]);
     let cpu0 = cpu_ns();
     let t = Instant::now();

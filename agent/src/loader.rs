@@ -84,13 +84,9 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
 
     // Scheduler tracepoints for the process tree, then the two raw syscall tracepoints
     // that every file, close and read/write syscall goes through.
-    for (prog, tracepoint) in [
-        ("sched_process_fork", "sched_process_fork"),
-        ("sched_process_exec", "sched_process_exec"),
-        ("sched_process_exit", "sched_process_exit"),
-        ("sys_enter", "sys_enter"),
-        ("sys_exit", "sys_exit"),
-    ] {
+    // Each program is named after the raw tracepoint it attaches to.
+    for prog in PROGRAMS_LOADED {
+        let tracepoint = prog;
         let p: &mut RawTracePoint = ebpf
             .program_mut(prog)
             .with_context(|| format!("program {prog} missing from the object"))?
@@ -109,3 +105,44 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
         attached,
     })
 }
+
+/// Runs of `prog` the kernel skipped because another BPF program was already running on
+/// that CPU (`bpf_prog_info.recursion_misses`, 5.12+): events that were never produced,
+/// so they are not in the lost counts. `None` when the kernel does not say.
+pub fn recursion_misses(ebpf: &Ebpf, prog: &str) -> Option<u64> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = ebpf.program(prog)?.fd().ok()?.as_fd().as_raw_fd();
+    // SAFETY: zeroed plain-integer struct; the kernel fills at most `info_len` bytes.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = Attr {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: bpf(2) with a valid attr of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    (r == 0).then_some(info.recursion_misses)
+}
+
+/// Every program the agent loads, named after the raw tracepoint it attaches to.
+pub const PROGRAMS_LOADED: [&str; 5] = [
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sys_enter",
+    "sys_exit",
+];

@@ -320,6 +320,17 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
             summary.kernel_stats.insert(name, n);
         }
     }
+    // Program runs the kernel skipped (another BPF program was running on that CPU):
+    // whatever those runs would have recorded was never produced.
+    let skipped: u64 = loader::PROGRAMS_LOADED
+        .iter()
+        .filter_map(|p| loader::recursion_misses(&loaded.ebpf, p))
+        .sum();
+    if skipped > 0 {
+        summary
+            .kernel_stats
+            .insert("program_runs_skipped_by_kernel", skipped);
+    }
     writer.set_lost(summary.lost.clone());
     writer.set_produced(produced);
     summary.files = writer.finish()?;
