@@ -213,8 +213,9 @@ fn count_strace(out: &str) -> Ops {
     let mut ops = Ops::default();
     let mut fds = FdPairing::default();
     for l in out.lines() {
-        // `PID name(args) = ret`
-        let l = l.split_once(' ').map_or(l, |(_, rest)| rest);
+        // `PID name(args) = ret`; strace pads the pid column, so short pids are
+        // followed by several spaces.
+        let l = l.split_once(' ').map_or(l, |(_, rest)| rest.trim_start());
         let ret = l
             .rsplit_once(" = ")
             .and_then(|(_, r)| r.split(' ').next()?.parse::<i64>().ok())
@@ -522,6 +523,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         bail!("the benchmark loads eBPF programs and needs root: run `sudo -E cargo xtask bench`");
     }
     run(cargo().args(["build", "--release", "-p", "agent", "-p", "analysis"]))?;
+    run(cargo().args(["build", "--release", "-p", "agent", "--example", "pipeline"]))?;
     let mut tools = vec![Tool::Bare, Tool::Groundtruth];
     let mut notes = Vec::new();
     let mut audit = None;
@@ -545,6 +547,21 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         op: format!("loop:{iterations}"),
         audit,
     };
+
+    // The agent's per-event userspace work without the kernel, stage by stage.
+    let mut stages: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..3 {
+        for stage in ["decode", "batch", "full"] {
+            let out = output_ok(
+                Command::new(root_dir().join("target/release/examples/pipeline"))
+                    .arg((iterations * 5).to_string())
+                    .env("GT_PIPELINE_STAGE", stage),
+            )?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let ns = field(&text, "events, ").context("pipeline output")?;
+            stages.entry(stage).or_default().push(ns as f64);
+        }
+    }
 
     let mut samples: BTreeMap<Tool, Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
@@ -637,6 +654,30 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         md,
         "| bytes on disk per event | {bytes_per_event:.1} | <= 24 |"
     )?;
+    let st = |k: &str| median(stages.get(k).cloned().unwrap_or_default());
+    writeln!(md, "\n## Where the agent's CPU per event goes\n")?;
+    writeln!(
+        md,
+        "`agent/examples/pipeline` replays {} synthetic kernel records shaped like the loop",
+        iterations * 20
+    )?;
+    writeln!(
+        md,
+        "through the decoder and trail writer, without the kernel (median of 3):\n"
+    )?;
+    writeln!(md, "| stage | CPU per event |\n| --- | --- |")?;
+    writeln!(md, "| decode into events | {:.0} ns |", st("decode"))?;
+    writeln!(
+        md,
+        "| + build Arrow record batches | {:.0} ns |",
+        st("batch") - st("decode")
+    )?;
+    writeln!(
+        md,
+        "| + encode and compress Parquet | {:.0} ns |",
+        st("full") - st("batch")
+    )?;
+    writeln!(md, "| total | {:.0} ns |", st("full"))?;
     if baselines {
         writeln!(md, "\n## The same workload under other tools\n")?;
         writeln!(md, "Each captures the same syscalls (open/openat/creat, close, rename*, unlink*): bpftrace")?;
@@ -687,9 +728,9 @@ mod tests {
     #[test]
     fn strace_lines_are_paired_by_descriptor() {
         let out = "\
-10 openat(AT_FDCWD, \"/etc/ld.so.cache\", O_RDONLY|O_CLOEXEC) = 3
+10  openat(AT_FDCWD, \"/etc/ld.so.cache\", O_RDONLY|O_CLOEXEC) = 3
 10 close(3)                                = 0
-10 openat(AT_FDCWD, \"f.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 3
+10  openat(AT_FDCWD, \"f.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 3
 10 close(3)                                = 0
 10 rename(\"f.tmp\", \"g.tmp\")             = 0
 10 unlink(\"g.tmp\")                        = 0
