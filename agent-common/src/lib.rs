@@ -33,6 +33,18 @@ pub mod op {
     pub const EXEC: u32 = 100;
     pub const FORK: u32 = 101;
     pub const EXIT: u32 = 102;
+
+    /// connect() of a TCP socket: its result (`ret`, negative errno), or for a
+    /// non-blocking connect the outcome when the handshake ends.
+    pub const NET_CONNECT: u32 = 200;
+    /// accept()/accept4() returned a TCP connection.
+    pub const NET_ACCEPT: u32 = 201;
+    /// A TCP connection the process tree opened reached CLOSE: bytes each way.
+    pub const NET_CLOSE: u32 = 202;
+    /// bind() of an inet socket (address as requested).
+    pub const NET_BIND: u32 = 203;
+    /// listen() on an inet socket (address as bound).
+    pub const NET_LISTEN: u32 = 204;
 }
 
 /// Bits of [`RawEvent::ev_flags`].
@@ -43,6 +55,13 @@ pub mod ev_flag {
     /// The open created the file (O_CREAT and the inode did not exist before is not
     /// knowable here; this bit means O_CREAT was requested and the open succeeded).
     pub const CREATE_REQUESTED: u32 = 1 << 1;
+    /// Network: the connection was opened by this side (connect).
+    pub const OUTBOUND: u32 = 1 << 2;
+    /// Network: the connection was accepted by this side.
+    pub const INBOUND: u32 = 1 << 3;
+    /// Network close: a reset was received / sent on the connection.
+    pub const RESET_RECEIVED: u32 = 1 << 4;
+    pub const RESET_SENT: u32 = 1 << 5;
 }
 
 /// What a string slot holds.
@@ -56,6 +75,46 @@ pub mod str_kind {
     pub const RAW: u8 = 2;
     /// argv: arguments each followed by a NUL byte, as laid out in the process's memory.
     pub const ARGV: u8 = 3;
+    /// A [`NetAddrs`] (40 bytes).
+    pub const NET: u8 = 4;
+}
+
+/// Both ends of an inet socket, as the kernel has them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetAddrs {
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// IPPROTO_TCP (6), IPPROTO_UDP (17).
+    pub protocol: u16,
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// IPv4 in the first 4 bytes, network order.
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+}
+pub const NET_ADDRS_SIZE: usize = core::mem::size_of::<NetAddrs>();
+const _: () = assert!(NET_ADDRS_SIZE == 40);
+
+/// Who owns a TCP socket a tracked process connected or accepted: events about the
+/// socket that happen outside the process's context (state changes in softirq) are
+/// attributed to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockOwner {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub service: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+    /// [`ev_flag`] bits: direction, resets seen.
+    pub flags: u32,
+    /// 1 while a non-blocking connect waits for its handshake.
+    pub pending_connect: u32,
 }
 
 /// Bits of [`StrRef::flags`].
@@ -203,6 +262,9 @@ pub mod stat {
     pub const FD_FULL: u32 = 3;
     /// Processes that could not be added to the tracking map (full).
     pub const TRACK_FULL: u32 = 4;
+    /// Connections whose owner could not be stored (map full): their close is not
+    /// reported.
+    pub const SOCK_FULL: u32 = 5;
     pub const COUNT: u32 = 8;
 }
 
@@ -253,6 +315,29 @@ pub struct KernelOffsets {
     /// (before: `atomic_long_t`, holds references); `file_refcnt_bias` is 1 or 0.
     pub file_refcnt: u32,
     pub file_refcnt_bias: u32,
+    /// Sockets: `file.private_data` (the `struct socket`), `inode.i_mode`, `socket.sk`.
+    pub file_private_data: u32,
+    pub inode_i_mode: u32,
+    pub socket_sk: u32,
+    /// `struct sock` (`__sk_common` fields and others).
+    pub sk_family: u32,
+    pub sk_state: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
+    pub sk_type: u32,
+    pub sk_err: u32,
+    /// `struct tcp_sock` byte counters: `bytes_received` counts the peer's FIN too
+    /// (corrected with `SOCK_DONE` in `sock.sk_flags`), `bytes_sent` counts payload
+    /// transmissions including retransmissions (`bytes_retrans`).
+    pub tcp_bytes_received: u32,
+    pub tcp_bytes_sent: u32,
+    pub tcp_bytes_retrans: u32,
+    pub sk_flags: u32,
 }
 
 pub const OFFSETS_MAGIC: u32 = 0x6774_0001;
@@ -265,4 +350,5 @@ mod pod {
     unsafe impl aya::Pod for super::FdState {}
     unsafe impl aya::Pod for super::FdKey {}
     unsafe impl aya::Pod for super::FileInfo {}
+    unsafe impl aya::Pod for super::SockOwner {}
 }

@@ -83,6 +83,10 @@ pub mod nr {
     pub const READV: u64 = 19;
     pub const WRITEV: u64 = 20;
     pub const SENDFILE: u64 = 40;
+    pub const CONNECT: u64 = 42;
+    pub const ACCEPT: u64 = 43;
+    pub const BIND: u64 = 49;
+    pub const LISTEN: u64 = 50;
     pub const TRUNCATE: u64 = 76;
     pub const FTRUNCATE: u64 = 77;
     pub const RENAME: u64 = 82;
@@ -110,6 +114,7 @@ pub mod nr {
     pub const PWRITEV: u64 = 296;
     pub const RENAMEAT2: u64 = 316;
     pub const COPY_FILE_RANGE: u64 = 326;
+    pub const ACCEPT4: u64 = 288;
     pub const PREADV2: u64 = 327;
     pub const PWRITEV2: u64 = 328;
     pub const OPENAT2: u64 = 437;
@@ -141,6 +146,15 @@ pub const TRANSFER_SYSCALLS: [(&str, u64); 3] = [
     ("sendfile", nr::SENDFILE),
     ("splice", nr::SPLICE),
     ("copy_file_range", nr::COPY_FILE_RANGE),
+];
+
+/// Socket syscalls that produce network events.
+pub const NET_SYSCALLS: [(&str, u64); 5] = [
+    ("connect", nr::CONNECT),
+    ("accept", nr::ACCEPT),
+    ("accept4", nr::ACCEPT4),
+    ("bind", nr::BIND),
+    ("listen", nr::LISTEN),
 ];
 
 /// Every traced file syscall (besides read/write/close), by number.
@@ -395,6 +409,13 @@ pub fn name(n: u64) -> Option<&'static str> {
         }
         if WRITE_SYSCALLS[i].1 == n {
             return Some(WRITE_SYSCALLS[i].0);
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < NET_SYSCALLS.len() {
+        if NET_SYSCALLS[i].1 == n {
+            return Some(NET_SYSCALLS[i].0);
         }
         i += 1;
     }

@@ -75,7 +75,71 @@ pub fn begin(op: u32, service: u32, task: u64) -> Option<Ev> {
     Some(ev)
 }
 
+/// Start an event on behalf of a socket's owner (the current task may be anyone).
+#[inline(always)]
+pub fn begin_owner(op: u32, o: &agent_common::SockOwner) -> Option<Ev> {
+    let ptr = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch; programs do not nest on one CPU.
+    let buf = unsafe { &mut *ptr };
+    buf.ev = RawEvent::default();
+    let h = &mut buf.ev.header;
+    h.op = op;
+    // SAFETY: helpers without preconditions.
+    unsafe {
+        h.cpu = bpf_get_smp_processor_id();
+        h.boot_ns = bpf_ktime_get_boot_ns();
+    }
+    h.cgroup_id = o.cgroup_id;
+    h.pid = o.tgid;
+    h.tid = o.tid;
+    h.uid = o.uid;
+    h.gid = o.gid;
+    h.service = o.service;
+    h.ppid = o.ppid;
+    h.comm = o.comm;
+    buf.ev.fd = -1;
+    let mut ev = Ev { buf };
+    ev.set_pos(0);
+    Some(ev)
+}
+
+/// The owner record of the current task, for [`begin_owner`] later.
+#[inline(always)]
+pub fn owner_here(service: u32, task: u64, flags: u32) -> agent_common::SockOwner {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    agent_common::SockOwner {
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ppid: kernel::ppid(task),
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        service,
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        flags,
+        pending_connect: 0,
+    }
+}
+
 impl Ev {
+    /// Both ends of a socket into `slot`.
+    #[inline(always)]
+    pub fn net(&mut self, slot: usize, a: &agent_common::NetAddrs) {
+        let start = self.pos() & POS_MAX;
+        // SAFETY: start < DATA_CAP and the slack after the data area is larger than
+        // NetAddrs, so the write stays inside the scratch buffer.
+        unsafe {
+            core::ptr::write_unaligned(
+                self.buf.data.as_mut_ptr().add(start) as *mut agent_common::NetAddrs,
+                *a,
+            );
+        }
+        self.set_pos(start + agent_common::NET_ADDRS_SIZE);
+        self.set(slot, start, str_kind::NET, 0);
+    }
+
     #[inline(always)]
     fn pos(&self) -> usize {
         // SAFETY: reading a field of the scratch buffer.

@@ -146,6 +146,14 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         return Ok(());
     }
+    if crate::net::is_net(n) {
+        if kernel::compat_syscall(task) {
+            count(stat::COMPAT_SYSCALLS);
+            return Ok(());
+        }
+        crate::net::net_exit(n, reg_arg(regs, 0), reg_arg(regs, 1), ret, service);
+        return Ok(());
+    }
     let Some(spec) = syscalls::spec(n) else {
         return Ok(());
     };

@@ -46,6 +46,24 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     regs_args: [0; 6],
     file_refcnt: 0,
     file_refcnt_bias: 0,
+    file_private_data: 0,
+    inode_i_mode: 0,
+    socket_sk: 0,
+    sk_family: 0,
+    sk_state: 0,
+    sk_num: 0,
+    sk_dport: 0,
+    sk_daddr: 0,
+    sk_rcv_saddr: 0,
+    sk_v6_daddr: 0,
+    sk_v6_rcv_saddr: 0,
+    sk_protocol: 0,
+    sk_type: 0,
+    sk_err: 0,
+    tcp_bytes_received: 0,
+    tcp_bytes_sent: 0,
+    tcp_bytes_retrans: 0,
+    sk_flags: 0,
 };
 
 /// One offset, read so that the compiler cannot fold the all-zero initializer.
@@ -153,4 +171,55 @@ pub fn file_ino_dev(file: u64) -> (u64, u64) {
         Err(_) => 0,
     };
     (ino, dev)
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `struct sock *` of descriptor `fd` of `task`, if it is a socket.
+#[inline(always)]
+pub fn fd_sock(task: u64, fd: u64) -> Result<u64, i64> {
+    let file = fd_file(task, fd)?;
+    let inode: u64 = read(file, off!(file_f_inode))?;
+    let mode: u16 = read(inode, off!(inode_i_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return Err(-88);
+    }
+    let socket: u64 = read(file, off!(file_private_data))?;
+    read(socket, off!(socket_sk))
+}
+
+/// Family, protocol, type (SOCK_STREAM 1, SOCK_DGRAM 2) of a socket.
+#[inline(always)]
+pub fn sock_kind(sk: u64) -> (u16, u16, u16) {
+    (
+        read::<u16>(sk, off!(sk_family)).unwrap_or(0),
+        read::<u16>(sk, off!(sk_protocol)).unwrap_or(0),
+        read::<u16>(sk, off!(sk_type)).unwrap_or(0),
+    )
+}
+
+/// Both ends of an inet socket.
+#[inline(always)]
+pub fn sock_addrs(sk: u64) -> agent_common::NetAddrs {
+    let (family, protocol, _) = sock_kind(sk);
+    let mut a = agent_common::NetAddrs {
+        family,
+        protocol,
+        local_port: read::<u16>(sk, off!(sk_num)).unwrap_or(0),
+        remote_port: u16::from_be(read::<u16>(sk, off!(sk_dport)).unwrap_or(0)),
+        ..Default::default()
+    };
+    if family == AF_INET6 {
+        a.local = read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.remote = read::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let l = read::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
+        let r = read::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+        a.local[..4].copy_from_slice(&l);
+        a.remote[..4].copy_from_slice(&r);
+    }
+    a
 }

@@ -18,6 +18,7 @@ mod event;
 mod file;
 mod kernel;
 mod maps;
+mod net;
 mod process;
 
 #[cfg(not(test))]

@@ -1,6 +1,6 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
-use agent_common::{EventBuf, FdKey, FdState, FileInfo};
+use agent_common::{EventBuf, FdKey, FdState, FileInfo, SockOwner};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -24,6 +24,12 @@ pub static FDS: HashMap<FdKey, FdState> = HashMap::with_max_entries(131072, 0);
 /// trusted, so a reused address cannot be mistaken for the old file.
 #[map]
 pub static FILES: LruHashMap<u64, FileInfo> = LruHashMap::with_max_entries(131072, 0);
+
+/// TCP sockets tracked processes connected or accepted (`struct sock` address), with
+/// their owner: the state change to CLOSE, in whatever context it happens, is reported
+/// as the owner's.
+#[map]
+pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(65536, 0);
 
 /// One event under construction per CPU (too large for the 512-byte stack).
 #[map]

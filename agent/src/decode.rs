@@ -9,12 +9,12 @@
 //! of each open descriptor (for close events).
 
 use agent_common::{
-    ev_flag, op, str_flag, str_kind, syscalls, RawEvent, StrRef, MAX_STRS, RAW_EVENT_SIZE,
+    ev_flag, op, str_flag, str_kind, syscalls, NetAddrs, RawEvent, StrRef, MAX_STRS,
+    NET_ADDRS_SIZE, RAW_EVENT_SIZE,
 };
 use std::collections::HashMap;
-use trail::event::Shared;
-use trail::event::{activity, class, status};
-use trail::{Actor, Event, Extra, FileRef, TargetProcess};
+use trail::event::{activity, class, direction, status, Shared};
+use trail::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -32,10 +32,26 @@ pub enum DecodeError {
         len: usize,
         data: usize,
     },
+    /// A network record without its addresses.
+    #[error("network event kind {0} carries no address block")]
+    MissingAddress(u32),
     /// The event kind is not one this agent knows.
     #[error("unknown event kind {0}")]
     UnknownOp(u32),
 }
+
+/// Text form of an address as the kernel stores it.
+fn ip_text(family: u16, b: &[u8; 16]) -> String {
+    match family {
+        AF_INET => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+        AF_INET6 => std::net::Ipv6Addr::from(*b).to_string(),
+        _ => String::new(),
+    }
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const ECONNREFUSED: i64 = 111;
 
 /// A record split into its fixed part and its string data.
 pub struct Record<'a> {
@@ -108,6 +124,16 @@ impl Record<'_> {
             path,
             s.flags & (str_flag::TRUNCATED | str_flag::READ_ERROR) != 0,
         ))
+    }
+
+    /// Both ends of a socket (slot `i`, kind NET).
+    fn net(&self, i: usize) -> Option<NetAddrs> {
+        let (b, s) = self.slot(i)?;
+        if s.kind != str_kind::NET || b.len() != NET_ADDRS_SIZE {
+            return None;
+        }
+        // SAFETY: NetAddrs is repr(C) integers only; the length was checked.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const NetAddrs) })
     }
 
     fn raw(&self, i: usize) -> Option<(String, bool)> {
@@ -211,6 +237,10 @@ pub struct Decoder {
     /// Events produced by the agent itself (implicit closes at exit) get this CPU value
     /// and their own sequence.
     agent_seq: u64,
+    /// Open connections: kernel socket address -> connection id. The address itself is
+    /// never written (it would leak kernel layout into the trail).
+    connections: HashMap<u64, (u64, NetAddrs)>,
+    next_connection: u64,
 }
 
 /// CPU value of events synthesized by the agent from kernel state.
@@ -224,7 +254,111 @@ impl Decoder {
             procs: HashMap::new(),
             fds: HashMap::new(),
             agent_seq: 0,
+            connections: HashMap::new(),
+            next_connection: 0,
         }
+    }
+
+    /// A network record.
+    fn network(&mut self, rec: &Record) -> Result<Event, DecodeError> {
+        let r = rec.ev;
+        let h = r.header;
+        let mut a = rec.net(0).ok_or(DecodeError::MissingAddress(h.op))?;
+        let sk = r.arg_b;
+        let known = if h.op == op::NET_CLOSE {
+            self.connections.remove(&sk)
+        } else {
+            None
+        };
+        if let Some((_, opened)) = known {
+            // At CLOSE the kernel has already released the local port: the ends are
+            // those the connection was opened with.
+            a = opened;
+        }
+        let reset = r.ev_flags & (ev_flag::RESET_RECEIVED | ev_flag::RESET_SENT) != 0;
+        let (act, name) = match h.op {
+            op::NET_CONNECT if r.ret == 0 => (activity::NET_OPEN, "Open"),
+            op::NET_CONNECT if r.ret == -ECONNREFUSED => (activity::NET_REFUSE, "Refuse"),
+            op::NET_CONNECT => (activity::NET_FAIL, "Fail"),
+            op::NET_ACCEPT => (activity::NET_OPEN, "Open"),
+            op::NET_CLOSE if reset => (activity::NET_RESET, "Reset"),
+            op::NET_CLOSE => (activity::NET_CLOSE, "Close"),
+            op::NET_LISTEN => (activity::NET_LISTEN, "Listen"),
+            _ => (activity::OTHER, "Bind"),
+        };
+        let mut e = self.base(&r, class::NETWORK_ACTIVITY, act, name);
+        let local = Endpoint {
+            ip: ip_text(a.family, &a.local),
+            port: a.local_port,
+        };
+        let remote = Endpoint {
+            ip: ip_text(a.family, &a.remote),
+            port: a.remote_port,
+        };
+        let dir = if r.ev_flags & ev_flag::INBOUND != 0 {
+            direction::INBOUND
+        } else if r.ev_flags & ev_flag::OUTBOUND != 0 {
+            direction::OUTBOUND
+        } else {
+            direction::UNKNOWN
+        };
+        let unbound = local.port == 0;
+        let (src, dst) = match h.op {
+            op::NET_LISTEN | op::NET_BIND => (None, Some(local)),
+            // A connect that failed has no local end any more.
+            op::NET_CONNECT if r.ret < 0 && unbound => (None, Some(remote)),
+            _ if dir == direction::INBOUND => (Some(remote), Some(local)),
+            _ => (Some(local), Some(remote)),
+        };
+        let mut net = Network {
+            src,
+            dst,
+            protocol_name: match a.protocol {
+                6 => "tcp".into(),
+                17 => "udp".into(),
+                p => format!("ip-proto-{p}").into(),
+            },
+            direction_id: dir,
+            ..Default::default()
+        };
+        match h.op {
+            op::NET_CLOSE => {
+                // received = bytes_read, sent (acknowledged) = bytes_written.
+                let (rx, tx) = (r.bytes_read, r.bytes_written);
+                (net.bytes_out, net.bytes_in) = if dir == direction::INBOUND {
+                    (Some(rx), Some(tx))
+                } else {
+                    (Some(tx), Some(rx))
+                };
+                e.groundtruth.bytes_read = Some(rx);
+                e.groundtruth.bytes_written = Some(tx);
+                e.groundtruth.connection_id = Some(match known {
+                    Some((id, _)) => id,
+                    None => self.new_connection(),
+                });
+            }
+            op::NET_CONNECT | op::NET_ACCEPT => {
+                let id = self.new_connection();
+                if r.ret >= 0 {
+                    self.connections.insert(sk, (id, a));
+                }
+                e.groundtruth.connection_id = Some(id);
+                e.groundtruth.ret = Some(r.ret);
+                e.groundtruth.errno = (r.ret < 0).then_some((-r.ret) as i32);
+            }
+            _ => {
+                e.groundtruth.ret = Some(r.ret);
+                e.groundtruth.errno = (r.ret < 0).then_some((-r.ret) as i32);
+            }
+        }
+        e.groundtruth.fd = (r.fd >= 0).then_some(r.fd);
+        e.network = Some(net);
+        Ok(e)
+    }
+
+    fn new_connection(&mut self) -> u64 {
+        self.next_connection += 1;
+        self.next_connection
     }
 
     /// Descriptors of `pid` opened in the trail and not closed yet.
@@ -293,6 +427,7 @@ impl Decoder {
             process: None,
             file: None,
             file_result: None,
+            network: None,
             groundtruth: Extra {
                 cpu: h.cpu,
                 sequence: h.seq,
@@ -492,6 +627,9 @@ impl Decoder {
                 }
                 e
             }
+            op::NET_CONNECT | op::NET_ACCEPT | op::NET_CLOSE | op::NET_BIND | op::NET_LISTEN => {
+                self.network(&rec)?
+            }
             other => return Err(DecodeError::UnknownOp(other)),
         };
         Ok(ev)
@@ -524,6 +662,7 @@ impl Decoder {
             process: None,
             file: Some(f),
             file_result: None,
+            network: None,
             groundtruth: Extra {
                 cpu: AGENT_CPU,
                 sequence: self.agent_seq - 1,
@@ -578,6 +717,88 @@ mod tests {
             flags: 0,
             _pad: 0,
         }
+    }
+
+    fn net_record(op: u32, flags: u32, sk: u64, a: &NetAddrs) -> Vec<u8> {
+        let mut ev = raw(op);
+        ev.ev_flags = flags;
+        ev.arg_b = sk;
+        ev.strs[0] = sref(0, NET_ADDRS_SIZE, str_kind::NET);
+        // SAFETY: NetAddrs is repr(C) plain integers.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(a as *const NetAddrs as *const u8, NET_ADDRS_SIZE)
+        };
+        record(&ev, bytes)
+    }
+
+    #[test]
+    fn accepted_connection_is_oriented_client_to_server_and_paired_with_its_close() {
+        let mut d = Decoder::new(0, vec!["svc".into()]);
+        let mut a = NetAddrs {
+            family: AF_INET6,
+            protocol: 6,
+            local_port: 8080,
+            remote_port: 40001,
+            ..Default::default()
+        };
+        a.local[15] = 1;
+        a.remote[15] = 1;
+        let open = d
+            .decode(&net_record(
+                op::NET_ACCEPT,
+                ev_flag::INBOUND,
+                0xffff_8888,
+                &a,
+            ))
+            .unwrap();
+        let n = open.network.as_ref().unwrap();
+        assert_eq!(
+            (&*open.activity_name, n.direction_id),
+            ("Open", direction::INBOUND)
+        );
+        assert_eq!(
+            n.src.as_ref().unwrap().port,
+            40001,
+            "the client is the source"
+        );
+        assert_eq!(n.dst.as_ref().unwrap().ip, "::1");
+        // At CLOSE the kernel has dropped the local port; the open's ends are used.
+        let mut closing = a;
+        closing.local_port = 0;
+        let mut rec = net_record(op::NET_CLOSE, ev_flag::INBOUND, 0xffff_8888, &closing);
+        // bytes_read (received) = 11, bytes_written (sent) = 22
+        let mut ev = parse(&rec).unwrap().ev;
+        ev.bytes_read = 11;
+        ev.bytes_written = 22;
+        let data = rec.split_off(RAW_EVENT_SIZE);
+        rec = record(&ev, &data);
+        let close = d.decode(&rec).unwrap();
+        let c = close.network.as_ref().unwrap();
+        assert_eq!(c.dst.as_ref().unwrap().port, 8080);
+        assert_eq!(
+            (c.bytes_out, c.bytes_in),
+            (Some(11), Some(22)),
+            "client to server = received"
+        );
+        assert_eq!(
+            close.groundtruth.connection_id,
+            open.groundtruth.connection_id
+        );
+        // A close of an unknown socket still decodes, with its own id.
+        let other = d
+            .decode(&net_record(op::NET_CLOSE, ev_flag::OUTBOUND, 0x1234, &a))
+            .unwrap();
+        assert_ne!(
+            other.groundtruth.connection_id,
+            open.groundtruth.connection_id
+        );
+        // Without its address block a network record is an error, not a panic.
+        let mut bad = raw(op::NET_CONNECT);
+        bad.strs[0] = sref(0, 3, str_kind::NET);
+        assert_eq!(
+            d.decode(&record(&bad, b"abc")).unwrap_err(),
+            DecodeError::MissingAddress(op::NET_CONNECT)
+        );
     }
 
     #[test]

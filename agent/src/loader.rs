@@ -139,10 +139,13 @@ pub fn recursion_misses(ebpf: &Ebpf, prog: &str) -> Option<u64> {
 }
 
 /// Every program the agent loads, named after the raw tracepoint it attaches to.
-pub const PROGRAMS_LOADED: [&str; 5] = [
+pub const PROGRAMS_LOADED: [&str; 8] = [
     "sched_process_fork",
     "sched_process_exec",
     "sched_process_exit",
     "sys_enter",
     "sys_exit",
+    "inet_sock_set_state",
+    "tcp_receive_reset",
+    "tcp_send_reset",
 ];

@@ -66,6 +66,33 @@ pub fn target(e: &Event) -> String {
         );
     }
     let g = &e.groundtruth;
+    if let Some(n) = &e.network {
+        let ep = |x: &Option<trail::Endpoint>| {
+            x.as_ref().map_or("?".to_string(), |x| {
+                if x.ip.contains(':') {
+                    format!("[{}]:{}", x.ip, x.port)
+                } else {
+                    format!("{}:{}", x.ip, x.port)
+                }
+            })
+        };
+        match (&n.src, &n.dst) {
+            (None, Some(_)) => s.push_str(&format!("{} {}", n.protocol_name, ep(&n.dst))),
+            _ => s.push_str(&format!(
+                "{} {} -> {}",
+                n.protocol_name,
+                ep(&n.src),
+                ep(&n.dst)
+            )),
+        }
+        if let (Some(o), Some(i)) = (n.bytes_out, n.bytes_in) {
+            s.push_str(&format!(" (client sent {o} B, server sent {i} B)"));
+        }
+        if let Some(errno) = g.errno {
+            s.push_str(&format!(" (failed: errno {errno})"));
+        }
+        return s;
+    }
     if let (Some(r), Some(w)) = (g.bytes_read, g.bytes_written) {
         s.push_str(&format!(
             " (read {r} B, wrote {w} B{})",

@@ -30,6 +30,14 @@ pub mod activity {
     pub const FILE_RENAME: i32 = 5;
     pub const FILE_SET_SECURITY: i32 = 7;
     pub const FILE_OPEN: i32 = 14;
+    // Network Activity (4001)
+    pub const NET_OPEN: i32 = 1;
+    pub const NET_CLOSE: i32 = 2;
+    pub const NET_RESET: i32 = 3;
+    pub const NET_FAIL: i32 = 4;
+    pub const NET_REFUSE: i32 = 5;
+    pub const NET_TRAFFIC: i32 = 6;
+    pub const NET_LISTEN: i32 = 7;
     // Process Activity (1007)
     pub const PROCESS_LAUNCH: i32 = 1;
     pub const PROCESS_TERMINATE: i32 = 2;
@@ -85,6 +93,36 @@ pub struct FileRef {
     pub path_truncated: bool,
 }
 
+/// One end of a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// IPv4 dotted or IPv6 text form.
+    pub ip: String,
+    pub port: u16,
+}
+
+/// OCSF direction ids.
+pub mod direction {
+    pub const UNKNOWN: i32 = 0;
+    pub const INBOUND: i32 = 1;
+    pub const OUTBOUND: i32 = 2;
+}
+
+/// A network event's connection, OCSF-style: `src` is the side that initiated it (the
+/// client), `dst` the side that accepted it (for Listen and Bind: the local address,
+/// and no `src`); `bytes_out` went from src to dst.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub src: Option<Endpoint>,
+    pub dst: Option<Endpoint>,
+    /// `tcp`, `udp`.
+    pub protocol_name: Label,
+    /// Seen from the recorded process: [`direction`].
+    pub direction_id: i32,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+}
+
 /// What OCSF lacks: capture bookkeeping and syscall details.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extra {
@@ -105,6 +143,8 @@ pub struct Extra {
     pub bytes_written: Option<u64>,
     /// A close done by the kernel (exec of O_CLOEXEC, exit, dup2), not by close().
     pub implicit: bool,
+    /// Network: the same number on a connection's open and close events (per run).
+    pub connection_id: Option<u64>,
 }
 
 /// One event.
@@ -121,6 +161,8 @@ pub struct Event {
     pub file: Option<FileRef>,
     /// The second path of rename/link/symlink (the new name).
     pub file_result: Option<FileRef>,
+    /// Network events: endpoints, protocol, direction, bytes.
+    pub network: Option<Network>,
     pub groundtruth: Extra,
 }
 

@@ -10,7 +10,7 @@ pub mod reader;
 pub mod schema;
 pub mod writer;
 
-pub use event::{Actor, Event, Extra, FileRef, TargetProcess};
+pub use event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
 pub use reader::{read_trail, segment_paths, Segment};
 pub use writer::{RunInfo, TrailWriter, WriterOptions};
 

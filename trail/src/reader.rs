@@ -126,7 +126,22 @@ mod tests {
                 path_truncated: i.is_multiple_of(4),
             }),
             file_result: None,
+            network: i.is_multiple_of(5).then(|| Network {
+                src: (!i.is_multiple_of(15)).then(|| Endpoint {
+                    ip: "::1".into(),
+                    port: 40000 + i as u16,
+                }),
+                dst: Some(Endpoint {
+                    ip: "127.0.0.1".into(),
+                    port: 8080,
+                }),
+                protocol_name: "tcp".into(),
+                direction_id: direction::OUTBOUND,
+                bytes_in: i.is_multiple_of(10).then_some(i * 3),
+                bytes_out: Some(i),
+            }),
             groundtruth: Extra {
+                connection_id: i.is_multiple_of(5).then_some(i / 5),
                 cpu: (i % 2) as u32,
                 sequence: i,
                 service: "svc".into(),

@@ -2,7 +2,7 @@
 //! conversions between [`Event`]s and record batches. The schema is one constant shape,
 //! strict: the reader refuses files whose columns do not have the expected types.
 
-use crate::event::{Actor, Event, Extra, FileRef, TargetProcess};
+use crate::event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
 use crate::TrailError;
 use arrow_array::{
     builder::{
@@ -71,6 +71,27 @@ fn file_fields() -> Fields {
     ])
 }
 
+fn endpoint_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("ip", DataType::Utf8, false),
+        Field::new("port", DataType::Int32, false),
+    ])
+}
+
+fn connection_info_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("protocol_name", DataType::Utf8, false),
+        Field::new("direction_id", DataType::Int32, false),
+    ])
+}
+
+fn traffic_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("bytes_in", DataType::Int64, true),
+        Field::new("bytes_out", DataType::Int64, true),
+    ])
+}
+
 fn extra_fields() -> Fields {
     Fields::from(vec![
         Field::new("cpu", DataType::UInt32, false),
@@ -89,6 +110,7 @@ fn extra_fields() -> Fields {
         Field::new("bytes_read", DataType::UInt64, true),
         Field::new("bytes_written", DataType::UInt64, true),
         Field::new("implicit", DataType::Boolean, false),
+        Field::new("connection_id", DataType::UInt64, true),
     ])
 }
 
@@ -113,6 +135,14 @@ pub fn schema() -> SchemaRef {
                 Field::new("process", DataType::Struct(process_fields()), true),
                 Field::new("file", DataType::Struct(file_fields()), true),
                 Field::new("file_result", DataType::Struct(file_fields()), true),
+                Field::new("src_endpoint", DataType::Struct(endpoint_fields()), true),
+                Field::new("dst_endpoint", DataType::Struct(endpoint_fields()), true),
+                Field::new(
+                    "connection_info",
+                    DataType::Struct(connection_info_fields()),
+                    true,
+                ),
+                Field::new("traffic", DataType::Struct(traffic_fields()), true),
                 Field::new("groundtruth", DataType::Struct(extra_fields()), false),
             ]))
         })
@@ -246,6 +276,24 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         UInt64Builder::with_capacity(n),
     );
     let mut g_impl = BooleanBuilder::with_capacity(n);
+    let mut g_conn = UInt64Builder::with_capacity(n);
+    let mut net_valid = Vec::with_capacity(n);
+    let (mut src_valid, mut dst_valid) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut src_ip, mut dst_ip) = (
+        StringBuilder::with_capacity(n, n),
+        StringBuilder::with_capacity(n, n),
+    );
+    let (mut src_port, mut dst_port) = (
+        Int32Builder::with_capacity(n),
+        Int32Builder::with_capacity(n),
+    );
+    let mut proto = StringBuilder::with_capacity(n, n);
+    let mut dir = Int32Builder::with_capacity(n);
+    let mut traffic_valid = Vec::with_capacity(n);
+    let (mut bytes_in, mut bytes_out) = (
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+    );
 
     for e in events {
         time.push(e.time_ns);
@@ -294,6 +342,26 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         g_br.append_option(g.bytes_read);
         g_bw.append_option(g.bytes_written);
         g_impl.append_value(g.implicit);
+        g_conn.append_option(g.connection_id);
+        let dn = Network::default();
+        let net = e.network.as_ref().unwrap_or(&dn);
+        net_valid.push(e.network.is_some());
+        let de = Endpoint::default();
+        let (src, dst) = (
+            net.src.as_ref().unwrap_or(&de),
+            net.dst.as_ref().unwrap_or(&de),
+        );
+        src_valid.push(net.src.is_some());
+        dst_valid.push(net.dst.is_some());
+        src_ip.append_value(&src.ip);
+        src_port.append_value(src.port.into());
+        dst_ip.append_value(&dst.ip);
+        dst_port.append_value(dst.port.into());
+        proto.append_value(&net.protocol_name);
+        dir.append_value(net.direction_id);
+        traffic_valid.push(net.bytes_in.is_some() || net.bytes_out.is_some());
+        bytes_in.append_option(net.bytes_in.map(|b| b as i64));
+        bytes_out.append_option(net.bytes_out.map(|b| b as i64));
     }
 
     let actor_process = strukt(
@@ -348,8 +416,29 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             Arc::new(g_br.finish()),
             Arc::new(g_bw.finish()),
             Arc::new(g_impl.finish()),
+            Arc::new(g_conn.finish()),
         ],
         None,
+    );
+    let src = strukt(
+        endpoint_fields(),
+        vec![Arc::new(src_ip.finish()), Arc::new(src_port.finish())],
+        Some(src_valid),
+    );
+    let dst = strukt(
+        endpoint_fields(),
+        vec![Arc::new(dst_ip.finish()), Arc::new(dst_port.finish())],
+        Some(dst_valid),
+    );
+    let conn = strukt(
+        connection_info_fields(),
+        vec![Arc::new(proto.finish()), Arc::new(dir.finish())],
+        Some(net_valid),
+    );
+    let traffic = strukt(
+        traffic_fields(),
+        vec![Arc::new(bytes_in.finish()), Arc::new(bytes_out.finish())],
+        Some(traffic_valid),
     );
     let columns: Vec<ArrayRef> = vec![
         Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
@@ -363,6 +452,10 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         process,
         file.finish(),
         file_result.finish(),
+        src,
+        dst,
+        conn,
+        traffic,
         extra,
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
@@ -449,6 +542,23 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
     let g_br = col::<UInt64Array>(g, "bytes_read")?;
     let g_bw = col::<UInt64Array>(g, "bytes_written")?;
     let g_impl = col::<BooleanArray>(g, "implicit")?;
+    let g_conn = col::<UInt64Array>(g, "connection_id")?;
+    let src = col::<StructArray>(&root, "src_endpoint")?;
+    let dst = col::<StructArray>(&root, "dst_endpoint")?;
+    let conn = col::<StructArray>(&root, "connection_info")?;
+    let traffic = col::<StructArray>(&root, "traffic")?;
+    let (src_ip, src_port) = (
+        col::<StringArray>(src, "ip")?,
+        col::<Int32Array>(src, "port")?,
+    );
+    let (dst_ip, dst_port) = (
+        col::<StringArray>(dst, "ip")?,
+        col::<Int32Array>(dst, "port")?,
+    );
+    let proto = col::<StringArray>(conn, "protocol_name")?;
+    let dir = col::<Int32Array>(conn, "direction_id")?;
+    let bytes_in = col::<Int64Array>(traffic, "bytes_in")?;
+    let bytes_out = col::<Int64Array>(traffic, "bytes_out")?;
 
     let mut out = Vec::with_capacity(batch.num_rows());
     for (i, (file, file_result)) in files.into_iter().zip(results).enumerate() {
@@ -497,7 +607,28 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                 bytes_read: opt!(g_br, i),
                 bytes_written: opt!(g_bw, i),
                 implicit: g_impl.value(i),
+                connection_id: opt!(g_conn, i),
             },
+            network: conn.is_valid(i).then(|| Network {
+                src: src.is_valid(i).then(|| Endpoint {
+                    ip: src_ip.value(i).to_string(),
+                    port: src_port.value(i) as u16,
+                }),
+                dst: dst.is_valid(i).then(|| Endpoint {
+                    ip: dst_ip.value(i).to_string(),
+                    port: dst_port.value(i) as u16,
+                }),
+                protocol_name: proto.value(i).to_string().into(),
+                direction_id: dir.value(i),
+                bytes_in: traffic
+                    .is_valid(i)
+                    .then(|| opt!(bytes_in, i).map(|b| b as u64))
+                    .flatten(),
+                bytes_out: traffic
+                    .is_valid(i)
+                    .then(|| opt!(bytes_out, i).map(|b| b as u64))
+                    .flatten(),
+            }),
         });
     }
     Ok(out)

@@ -17,6 +17,10 @@
 //!   inherit:PATH:N      open PATH (create), fork; the child writes N bytes to the
 //!                       inherited descriptor and exits without closing it; the parent
 //!                       waits and closes its descriptor
+//!   tcp:ADDR:N:M        listen on ADDR (127.0.0.1 or ::1) port 0, fork a server child
+//!                       that accepts one connection, reads N bytes, writes M bytes and
+//!                       closes; the parent connects, writes N, reads M, closes, waits
+//!   refused:ADDR        connect to a port nothing listens on (expects ECONNREFUSED)
 //!   sleep:MS
 use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
 
@@ -140,6 +144,64 @@ fn run(op: &str) -> Result<(), String> {
                 }
             }
             Ok(())
+        }
+        "tcp" => {
+            use std::io::{Read, Write};
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            let (n, m) = (num(2)?, num(3)?);
+            let listener =
+                std::net::TcpListener::bind((addr, 0)).map_err(|e| format!("{op}: {e}"))?;
+            let port = listener
+                .local_addr()
+                .map_err(|e| format!("{op}: {e}"))?
+                .port();
+            // SAFETY: fork in a single-threaded program; the child serves and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = (|| -> std::io::Result<()> {
+                    let (mut c, _) = listener.accept()?;
+                    let mut buf = vec![0u8; n];
+                    c.read_exact(&mut buf)?;
+                    c.write_all(&vec![b's'; m])?;
+                    Ok(())
+                })();
+                // SAFETY: leaving the child without running the parent's destructors.
+                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
+            }
+            drop(listener);
+            let result = (|| -> std::io::Result<()> {
+                let mut c = std::net::TcpStream::connect((addr, port))?;
+                c.write_all(&vec![b'c'; n])?;
+                let mut buf = vec![0u8; m];
+                c.read_exact(&mut buf)?;
+                Ok(())
+            })();
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            result.map_err(|e| format!("{op}: {e}"))?;
+            if st != 0 {
+                return Err(format!("{op}: the server child failed ({st})"));
+            }
+            Ok(())
+        }
+        "refused" => {
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            // A port that was free a moment ago: bind, note it, close.
+            let port = std::net::TcpListener::bind((addr, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("{op}: {e}"))?
+                .port();
+            match std::net::TcpStream::connect((addr, port)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                other => Err(format!("{op}: expected ECONNREFUSED, got {other:?}")),
+            }
         }
         "daemon" => {
             let ms = num(1)? as u64;

@@ -1,0 +1,177 @@
+//! Privileged network tests: loopback TCP over IPv4 and IPv6 with known byte counts,
+//! a refused connect, and traffic of an untracked process that must not appear.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use trail::{event::direction, Event};
+
+fn net<'a>(run: &'a Run, activity: &str) -> Vec<&'a Event> {
+    run.events
+        .iter()
+        .filter(|e| e.class_uid == 4001 && e.activity_name == activity)
+        .collect()
+}
+
+fn check_tcp(run: &Run, pid: u32, ip: &str, sent: u64, received: u64) {
+    let listen: Vec<_> = net(run, "Listen")
+        .into_iter()
+        .filter(|e| e.network.as_ref().unwrap().dst.as_ref().unwrap().ip == ip)
+        .collect();
+    // The tcp operation's listener is the first on that address (refused: listens too).
+    assert!(!listen.is_empty(), "no Listen on {ip}");
+    let port = listen[0]
+        .network
+        .as_ref()
+        .unwrap()
+        .dst
+        .as_ref()
+        .unwrap()
+        .port;
+    let opens: Vec<_> = net(run, "Open")
+        .into_iter()
+        .filter(|e| e.network.as_ref().unwrap().dst.as_ref().unwrap().port == port)
+        .collect();
+    assert_eq!(opens.len(), 2, "client and server side: {opens:#?}");
+    let client = opens
+        .iter()
+        .find(|e| e.actor.pid == pid)
+        .expect("client open");
+    let server = opens
+        .iter()
+        .find(|e| e.actor.pid != pid)
+        .expect("server open");
+    let (cn, sn) = (
+        client.network.as_ref().unwrap(),
+        server.network.as_ref().unwrap(),
+    );
+    assert_eq!(cn.direction_id, direction::OUTBOUND);
+    assert_eq!(sn.direction_id, direction::INBOUND);
+    // Same 4-tuple seen from both processes.
+    assert_eq!((&cn.src, &cn.dst), (&sn.src, &sn.dst));
+    assert_eq!(cn.src.as_ref().unwrap().ip, ip);
+    assert_ne!(cn.src.as_ref().unwrap().port, 0);
+    assert_eq!(cn.protocol_name, "tcp");
+    // The server is the forked child of the workload.
+    let fork = run
+        .events
+        .iter()
+        .find(|e| e.activity_name == "Fork" && e.process.as_ref().unwrap().pid == server.actor.pid)
+        .expect("server was forked by the workload");
+    assert_eq!(fork.actor.pid, pid);
+
+    for open in [client, server] {
+        let id = open.groundtruth.connection_id.expect("connection id");
+        let closes: Vec<_> = net(run, "Close")
+            .into_iter()
+            .filter(|e| e.groundtruth.connection_id == Some(id))
+            .collect();
+        assert_eq!(closes.len(), 1, "one close per side: {closes:#?}");
+        let c = closes[0];
+        assert_eq!(c.actor.pid, open.actor.pid, "attributed to the opener");
+        let n = c.network.as_ref().unwrap();
+        assert_eq!((&n.src, &n.dst), (&cn.src, &cn.dst));
+        assert_eq!((n.bytes_out, n.bytes_in), (Some(sent), Some(received)));
+        let (r, w) = if open.actor.pid == pid {
+            (received, sent)
+        } else {
+            (sent, received)
+        };
+        assert_eq!(
+            (c.groundtruth.bytes_read, c.groundtruth.bytes_written),
+            (Some(r), Some(w))
+        );
+    }
+}
+
+#[test]
+fn tcp_over_ipv4_and_ipv6_with_exact_bytes_and_a_refused_connect() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let ops = [
+        "tcp:127.0.0.1:1000:2500",
+        "tcp:__1:300:70000",
+        "refused:127.0.0.1",
+    ];
+    let mut cmd = vec![WORKLOAD];
+    cmd.extend(ops);
+    let run = record(&d, &[], &cmd, &d);
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    run.assert_in_window();
+    let pid = run.workload_pid(&ops.join(" "));
+    check_tcp(&run, pid, "127.0.0.1", 1000, 2500);
+    check_tcp(&run, pid, "::1", 300, 70000);
+
+    let refused = net(&run, "Refuse");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    let r = refused[0];
+    assert_eq!(
+        (r.actor.pid, r.status_id, r.groundtruth.errno),
+        (pid, 2, Some(111))
+    );
+    let n = r.network.as_ref().unwrap();
+    let listens = net(&run, "Listen");
+    let last_port = listens
+        .last()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .dst
+        .as_ref()
+        .unwrap()
+        .port;
+    assert_eq!(n.dst.as_ref().unwrap().port, last_port);
+    assert_eq!(n.direction_id, direction::OUTBOUND);
+    assert!(
+        run.stderr().contains("network 1"),
+        "summary counts network events: {}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn untracked_tcp_traffic_does_not_appear() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    // Untracked loopback connections run while the tracked command does its own.
+    let noise = std::thread::spawn(|| {
+        for _ in 0..20 {
+            let st = Command::new(WORKLOAD)
+                .arg("tcp:127.0.0.1:77:88")
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+    });
+    let run = record(
+        &d,
+        &[],
+        &[WORKLOAD, "sleep:300", "tcp:127.0.0.1:10:20", "sleep:300"],
+        &d,
+    );
+    noise.join().unwrap();
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    let tracked: std::collections::BTreeSet<u32> = run
+        .events
+        .iter()
+        .filter(|e| e.class_uid == 1007)
+        .flat_map(|e| [e.actor.pid, e.process.as_ref().unwrap().pid])
+        .collect();
+    let network: Vec<_> = run.events.iter().filter(|e| e.class_uid == 4001).collect();
+    assert!(!network.is_empty());
+    for e in &network {
+        assert!(tracked.contains(&e.actor.pid), "untracked pid in {e:#?}");
+        if let Some(b) = e.network.as_ref().unwrap().bytes_out {
+            assert_eq!(b, 10, "only the tracked connection's bytes: {e:#?}");
+        }
+    }
+    assert_eq!(net(&run, "Close").len(), 2);
+}
