@@ -338,6 +338,23 @@ pub struct KernelOffsets {
     pub tcp_bytes_sent: u32,
     pub tcp_bytes_retrans: u32,
     pub sk_flags: u32,
+    /// cgroups: `cgroup.kn`, `kernfs_node.id`, `cgroup.self.parent`,
+    /// `cgroup_subsys_state.cgroup`, `cgroup.root`, `cgroup_root.hierarchy_id` (0 is
+    /// the cgroup v2 hierarchy).
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub cgroup_parent_css: u32,
+    pub css_cgroup: u32,
+    pub cgroup_root: u32,
+    pub cgroup_root_hierarchy_id: u32,
+}
+
+/// An executable file, for `exe:` service selectors: device (kernel encoding) and inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u64,
+    pub ino: u64,
 }
 
 pub const OFFSETS_MAGIC: u32 = 0x6774_0001;
@@ -351,4 +368,5 @@ mod pod {
     unsafe impl aya::Pod for super::FdKey {}
     unsafe impl aya::Pod for super::FileInfo {}
     unsafe impl aya::Pod for super::SockOwner {}
+    unsafe impl aya::Pod for super::ExeKey {}
 }

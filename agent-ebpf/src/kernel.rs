@@ -64,6 +64,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     tcp_bytes_sent: 0,
     tcp_bytes_retrans: 0,
     sk_flags: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_parent_css: 0,
+    css_cgroup: 0,
+    cgroup_root: 0,
+    cgroup_root_hierarchy_id: 0,
 };
 
 /// One offset, read so that the compiler cannot fold the all-zero initializer.

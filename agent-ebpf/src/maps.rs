@@ -1,6 +1,6 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
-use agent_common::{EventBuf, FdKey, FdState, FileInfo, SockOwner};
+use agent_common::{EventBuf, ExeKey, FdKey, FdState, FileInfo, SockOwner, COMM_LEN};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -30,6 +30,15 @@ pub static FILES: LruHashMap<u64, FileInfo> = LruHashMap::with_max_entries(13107
 /// as the owner's.
 #[map]
 pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(65536, 0);
+
+/// Service selectors (`--service NAME=...`), consulted only at exec and at cgroup
+/// migration, never per syscall: cgroup v2 id, executable, and process name -> service.
+#[map]
+pub static CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static EXES: HashMap<ExeKey, u32> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(1024, 0);
 
 /// One event under construction per CPU (too large for the 512-byte stack).
 #[map]

@@ -8,13 +8,13 @@
 //! - `sched_process_exit(struct task_struct *p, ...)`: emitted once per process, by the
 //!   last thread (`signal->live` reached zero), with `task->exit_code` (wait status).
 
-use agent_common::{op, str_kind};
+use agent_common::{op, str_kind, ExeKey};
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     event,
     kernel::{self, off, read},
-    maps::{self, count, TRACKED},
+    maps::{self, count, CGROUPS, COMMS, EXES, TRACKED},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -62,20 +62,43 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(service) = maps::tracked(tgid) else {
-        return Ok(());
-    };
     let task = kernel::current_task();
     let bprm: u64 = ctx.arg(2);
+    let file = read::<u64>(bprm, off!(bprm_file)).unwrap_or(0);
+    let (ino, dev) = if file != 0 {
+        kernel::file_ino_dev(file)
+    } else {
+        (0, 0)
+    };
+    // A process that execs a selected executable, or takes a selected name, belongs
+    // to that service from now on, whether it was tracked before or not.
+    let mut service = maps::tracked(tgid);
+    // SAFETY: plain map value reads.
+    let selected = unsafe {
+        match EXES.get(&ExeKey { dev, ino }) {
+            Some(s) => Some(*s),
+            None => aya_ebpf::helpers::bpf_get_current_comm()
+                .ok()
+                .and_then(|c| COMMS.get(&c).copied()),
+        }
+    };
+    if let Some(s) = selected {
+        if service != Some(s) && TRACKED.insert(&tgid, &s, 0).is_err() {
+            count(agent_common::stat::TRACK_FULL);
+        }
+        service = Some(s);
+    }
+    let Some(service) = service else {
+        return Ok(());
+    };
     let Some(mut ev) = event::begin(op::EXEC, service, task) else {
         return Ok(());
     };
     // Slot 0: the executable, as the kernel opened it.
-    if let Ok(file) = read::<u64>(bprm, off!(bprm_file)) {
+    if file != 0 {
         if let Ok((mnt, dentry)) = kernel::file_path(file) {
             ev.path(0, mnt, dentry);
         }
-        let (ino, dev) = kernel::file_ino_dev(file);
         ev.buf.ev.inode = ino;
         ev.buf.ev.dev = dev;
     }
@@ -122,5 +145,49 @@ fn try_exit() -> Result<(), i64> {
         ev.submit();
     }
     let _ = TRACKED.remove(&tgid);
+    Ok(())
+}
+
+/// `cgroup_attach_task(struct cgroup *dst, const char *path, struct task_struct *task,
+/// bool threadgroup)`: a process moved into a selected cgroup v2 (or a descendant of
+/// one) becomes tracked with that cgroup's service.
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
+    let _ = try_attach(&ctx);
+    0
+}
+
+fn try_attach(ctx: &RawTracePointContext) -> Result<(), i64> {
+    if !kernel::ready() {
+        return Ok(());
+    }
+    let mut cgrp: u64 = ctx.arg(0);
+    let task: u64 = ctx.arg(2);
+    let root: u64 = read(cgrp, off!(cgroup_root))?;
+    let hierarchy: i32 = read(root, off!(cgroup_root_hierarchy_id))?;
+    if hierarchy != 0 {
+        // A cgroup v1 hierarchy: its ids are not the v2 ids selectors use.
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < 16 && cgrp != 0 {
+        let kn: u64 = read(cgrp, off!(cgroup_kn))?;
+        let id: u64 = read(kn, off!(kernfs_node_id))?;
+        // SAFETY: plain map value read.
+        if let Some(service) = unsafe { CGROUPS.get(&id) }.copied() {
+            let tgid: u32 = read(task, off!(task_tgid))?;
+            if TRACKED.insert(&tgid, &service, 0).is_err() {
+                count(agent_common::stat::TRACK_FULL);
+            }
+            return Ok(());
+        }
+        let css: u64 = read(cgrp, off!(cgroup_parent_css)).unwrap_or(0);
+        cgrp = if css == 0 {
+            0
+        } else {
+            read(css, off!(css_cgroup)).unwrap_or(0)
+        };
+        i += 1;
+    }
     Ok(())
 }

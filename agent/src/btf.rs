@@ -264,6 +264,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         tcp_bytes_retrans: btf.offset("tcp_sock", "bytes_retrans")?,
         // Moved into sock_common (skc_flags) in 6.x; `sock.sk_flags` before.
         sk_flags: sk("skc_flags").or_else(|_| btf.offset("sock", "sk_flags"))?,
+        cgroup_kn: btf.offset("cgroup", "kn")?,
+        kernfs_node_id: btf.offset("kernfs_node", "id")?,
+        cgroup_parent_css: btf.offset("cgroup", "self.parent")?,
+        css_cgroup: btf.offset("cgroup_subsys_state", "cgroup")?,
+        cgroup_root: btf.offset("cgroup", "root")?,
+        cgroup_root_hierarchy_id: btf.offset("cgroup_root", "hierarchy_id")?,
         magic: OFFSETS_MAGIC,
         task_real_parent: btf.offset("task_struct", "real_parent")?,
         task_tgid: btf.offset("task_struct", "tgid")?,

@@ -361,6 +361,14 @@ impl Decoder {
         self.next_connection
     }
 
+    /// What is known of a process that was running before recording started (its exec
+    /// is not in the trail): command line and executable as /proc showed them.
+    pub fn seed(&mut self, pid: u32, cmd_line: Option<String>, exe: Option<String>) {
+        let p = self.procs.entry(pid).or_default();
+        p.cmd_line = cmd_line.map(Into::into);
+        p.exe = exe.map(Into::into);
+    }
+
     /// Descriptors of `pid` opened in the trail and not closed yet.
     pub fn open_fds(&self, pid: u32) -> Vec<OpenFd> {
         let mut v: Vec<OpenFd> = self

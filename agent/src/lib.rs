@@ -12,6 +12,7 @@ pub mod decode;
 pub mod launch;
 pub mod loader;
 pub mod record;
+pub mod scope;
 
 /// Keep freed memory in the process instead of returning it to the kernel: the trail
 /// writer allocates and frees large column buffers for every batch, and with glibc's

@@ -139,7 +139,7 @@ pub fn recursion_misses(ebpf: &Ebpf, prog: &str) -> Option<u64> {
 }
 
 /// Every program the agent loads, named after the raw tracepoint it attaches to.
-pub const PROGRAMS_LOADED: [&str; 8] = [
+pub const PROGRAMS_LOADED: [&str; 9] = [
     "sched_process_fork",
     "sched_process_exec",
     "sched_process_exit",
@@ -148,4 +148,5 @@ pub const PROGRAMS_LOADED: [&str; 8] = [
     "inet_sock_set_state",
     "tcp_receive_reset",
     "tcp_send_reset",
+    "cgroup_attach_task",
 ];

@@ -1,15 +1,22 @@
 //! `groundtruth-agent`: the privileged capture side of groundtruth.
 
-use agent::record::{self, RecordOptions};
+use agent::{
+    record::{self, RecordOptions},
+    scope::ServiceArg,
+};
 use clap::{Parser, Subcommand};
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 const EXIT_CODES: &str = "\
 EXIT STATUS:
   record exits with the command's own exit status (128+N if a signal N killed it),
-  so it can wrap a test command in CI. Agent failures use:
+  so it can wrap a test command in CI. Without a command (attached to running
+  services) it exits 0 after a clean stop (SIGINT, SIGTERM or --duration).
+  Agent failures use:
+    2    usage error (bad option or selector)
     125  the agent itself failed (not root, kernel unsupported, output directory not
-         empty, cannot load or attach programs, cannot write the trail)
+         empty, no such pid or cgroup, cannot load or attach programs, cannot write
+         the trail)
     127  the command could not be started (not found, not executable)";
 
 #[derive(Parser)]
@@ -30,18 +37,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Launch CMD and record its process tree until it exits.
+    /// Launch CMD and record its process tree until it exits, and/or record running
+    /// services selected with --service NAME=SELECTOR.
     ///
-    /// Example: sudo groundtruth-agent record --out trail/ -- make test
-    #[command(after_help = EXIT_CODES)]
+    /// Examples:
+    ///   sudo groundtruth-agent record --out trail/ -- make test
+    ///   sudo groundtruth-agent record --out trail/ --service api=cgroup:system.slice/api.service \
+    ///        --service db=pid:4242 --duration 60
+    ///   sudo groundtruth-agent record --out trail/ --service ci --service web=exe:/usr/sbin/nginx -- ./run-tests.sh
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Record {
         /// Directory for the trail; created if absent, refused if not empty.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Label for the command's events (the `groundtruth.service` column).
-        /// Default: the command's file name.
-        #[arg(long, value_name = "NAME")]
-        service: Option<String>,
+        /// Repeatable. `NAME` labels the launched command's events (the
+        /// `groundtruth.service` column; default: the command's file name).
+        /// `NAME=SELECTOR` records a service: `cgroup:PATH` (a cgroup v2 directory,
+        /// absolute or relative to the cgroup2 mount, and its descendants), `pid:PID`
+        /// (a running process and all its descendants), `exe:PATH` or `comm:NAME` (any
+        /// process that execs that file / with that name from now on, also inside the
+        /// launched command's tree). Selection happens in the kernel.
+        #[arg(long, value_name = "NAME[=SELECTOR]", value_parser = agent::scope::parse_service)]
+        service: Vec<agent::scope::ServiceArg>,
+        /// Without a command: stop after this many seconds (default: until SIGINT or
+        /// SIGTERM).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
         /// Run CMD as this user (name or uid). Default under sudo: the user who ran
         /// sudo (SUDO_UID/SUDO_GID), never silently root.
         #[arg(long, value_name = "USER")]
@@ -56,8 +77,9 @@ enum Cmd {
         /// Start a new Parquet segment after this many events.
         #[arg(long, value_name = "N", default_value_t = 4 << 20)]
         segment_events: usize,
-        /// The command and its arguments (after `--`).
-        #[arg(required = true, last = true, value_name = "CMD")]
+        /// The command and its arguments (after `--`); optional when services are
+        /// selected with --service NAME=SELECTOR.
+        #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
 }
@@ -85,10 +107,33 @@ fn main() -> ExitCode {
             ring_size,
             segment_events,
             command,
+            duration,
         } => {
+            let mut label = None;
+            let mut selectors = Vec::new();
+            for s in service {
+                match s {
+                    ServiceArg::Label(l) => {
+                        if label.replace(l).is_some() {
+                            eprintln!("groundtruth-agent: error: --service NAME (the command's label) given twice");
+                            return ExitCode::from(2);
+                        }
+                    }
+                    ServiceArg::Select { name, selector } => selectors.push((name, selector)),
+                }
+            }
+            let duration = match duration {
+                Some(d) if !(d.is_finite() && d > 0.0) => {
+                    eprintln!("groundtruth-agent: error: --duration {d}: expected a positive number of seconds");
+                    return ExitCode::from(2);
+                }
+                d => d.map(std::time::Duration::from_secs_f64),
+            };
             let opts = RecordOptions {
                 out,
-                service,
+                service: label,
+                selectors,
+                duration,
                 user,
                 wait_all,
                 ring_bytes: ring_size * 1024 * 1024,

@@ -5,8 +5,9 @@ use crate::{
     decode::Decoder,
     launch,
     loader::{self, LoadOptions},
+    scope,
 };
-use agent_common::{stat, FdKey, FdState};
+use agent_common::{stat, ExeKey, FdKey, FdState};
 use anyhow::{bail, Context as _};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use std::{
@@ -24,7 +25,12 @@ use trail::{
 
 pub struct RecordOptions {
     pub out: PathBuf,
+    /// Label of the launched command.
     pub service: Option<String>,
+    /// Services selected by cgroup, pid, executable or name.
+    pub selectors: Vec<(String, scope::Selector)>,
+    /// Stop after this long (only without a command).
+    pub duration: Option<Duration>,
     pub user: Option<String>,
     pub wait_all: bool,
     pub ring_bytes: u32,
@@ -186,17 +192,36 @@ fn exit_code_of(status: i32) -> i32 {
 }
 
 pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
-    let Some(cmd0) = opts.command.first() else {
-        bail!("no command given: use `groundtruth-agent record --out DIR -- CMD [ARGS...]`");
+    if opts.command.is_empty() && opts.selectors.is_empty() {
+        bail!(
+            "nothing to record: give a command (`groundtruth-agent record --out DIR -- CMD ...`) \
+             or services to attach to (`--service NAME=pid:PID`, `cgroup:PATH`, `exe:PATH`, `comm:NAME`)"
+        );
+    }
+    if !opts.command.is_empty() && opts.duration.is_some() {
+        bail!("--duration applies when attaching to running services (no command); a command is recorded until it exits");
+    }
+    let launch = match opts.command.first() {
+        Some(cmd0) => {
+            let program = launch::find_program(cmd0)?;
+            let run_as = launch::resolve_user(opts.user.as_deref())?;
+            let label = opts.service.clone().unwrap_or_else(|| {
+                program
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "cmd".into())
+            });
+            Some((program, run_as, label))
+        }
+        None => {
+            if opts.service.is_some() {
+                bail!("--service NAME (without =SELECTOR) labels a launched command, and no command was given");
+            }
+            None
+        }
     };
-    let program = launch::find_program(cmd0)?;
-    let run_as = launch::resolve_user(opts.user.as_deref())?;
-    let service = opts.service.clone().unwrap_or_else(|| {
-        program
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "cmd".into())
-    });
+    let mut services: Vec<String> = launch.iter().map(|l| l.2.clone()).collect();
+    let scope = scope::resolve(&opts.selectors, &mut services)?;
     prepare_out(&opts.out)?;
 
     let mut loaded = loader::load(&LoadOptions {
@@ -212,6 +237,27 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     let fds: BpfHashMap<MapData, FdKey, FdState> = take(ebpf, "FDS")?;
     let stats: PerCpuArray<MapData, u64> = take(ebpf, "STATS")?;
     let seq: PerCpuArray<MapData, u64> = take(ebpf, "SEQ")?;
+    {
+        let mut cgroups: BpfHashMap<&mut MapData, u64, u32> =
+            BpfHashMap::try_from(ebpf.map_mut("CGROUPS").context("map CGROUPS missing")?)?;
+        for (id, svc) in &scope.cgroups {
+            cgroups.insert(id, svc, 0).context("cgroup selector map")?;
+        }
+    }
+    {
+        let mut exes: BpfHashMap<&mut MapData, ExeKey, u32> =
+            BpfHashMap::try_from(ebpf.map_mut("EXES").context("map EXES missing")?)?;
+        for (k, svc) in &scope.exes {
+            exes.insert(k, svc, 0).context("exe selector map")?;
+        }
+    }
+    {
+        let mut comms: BpfHashMap<&mut MapData, [u8; agent_common::COMM_LEN], u32> =
+            BpfHashMap::try_from(ebpf.map_mut("COMMS").context("map COMMS missing")?)?;
+        for (k, svc) in &scope.comms {
+            comms.insert(k, svc, 0).context("comm selector map")?;
+        }
+    }
 
     let (host, kernel) = uname();
     let run = RunInfo {
@@ -225,30 +271,70 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         ..Default::default()
     };
     let writer = TrailWriter::create(&opts.out, run, wopts)?;
-    let decoder = Decoder::new(boot_to_wall(), vec![service.clone()]);
+    let mut decoder = Decoder::new(boot_to_wall(), services.clone());
     install_signal_handlers();
 
-    let pending = launch::fork_waiting(&program, &opts.command, &run_as)?;
-    if let Err(e) = tracked.insert(pending.pid as u32, 0, 0) {
-        pending.abort();
-        return Err(e).context("adding the command to the kernel tracking map");
+    // Running processes of selected services: tracked from here on; what /proc says
+    // about their command line stands in for the exec the trail did not see.
+    for (pid, svc) in &scope.pids {
+        tracked
+            .insert(pid, svc, 0)
+            .with_context(|| format!("adding pid {pid} to the kernel tracking map"))?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        decoder.seed(*pid, cmd, exe);
     }
-    eprintln!(
-        "groundtruth-agent: recording service `{service}`: {} as uid {} gid {} ({}), pid {}",
-        program.display(),
-        run_as.uid,
-        run_as.gid,
-        run_as.source,
-        pending.pid
-    );
-    let child = pending.release()?;
+    for line in &scope.report {
+        eprintln!("groundtruth-agent: {line}");
+    }
+
+    let child = match launch {
+        Some((program, run_as, label)) => {
+            let pending = launch::fork_waiting(&program, &opts.command, &run_as)?;
+            if let Err(e) = tracked.insert(pending.pid as u32, 0, 0) {
+                pending.abort();
+                return Err(e).context("adding the command to the kernel tracking map");
+            }
+            eprintln!(
+                "groundtruth-agent: recording service `{label}`: {} as uid {} gid {} ({}), pid {}",
+                program.display(),
+                run_as.uid,
+                run_as.gid,
+                run_as.source,
+                pending.pid
+            );
+            Some(pending.release()?)
+        }
+        None => {
+            eprintln!(
+                "groundtruth-agent: recording until SIGINT/SIGTERM{}",
+                opts.duration
+                    .map(|d| format!(" or {} s", d.as_secs_f64()))
+                    .unwrap_or_default()
+            );
+            None
+        }
+    };
+    let started = Instant::now();
 
     let mut sink = Sink {
         decoder,
         writer,
         fds,
         summary: Summary::default(),
-        live: [child as u32].into(),
+        live: child
+            .map(|c| c as u32)
+            .into_iter()
+            .chain(scope.pids.keys().copied())
+            .collect(),
         names: BTreeMap::new(),
     };
     let mut child_status: Option<i32> = None;
@@ -267,7 +353,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         while let Some(item) = ring.next() {
             sink.handle(&item)?;
         }
-        if child_status.is_none() {
+        if let (Some(child), None) = (child, child_status) {
             let mut status = 0;
             // SAFETY: waiting for our own child without blocking.
             let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
@@ -278,12 +364,25 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         let sig = SIGNAL.load(Ordering::SeqCst);
         if sig != 0 && !forwarded {
             forwarded = true;
-            eprintln!("groundtruth-agent: signal {sig}: stopping (forwarded to the command)");
-            if child_status.is_none() {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(child, sig) };
+            match child {
+                Some(child) => {
+                    eprintln!(
+                        "groundtruth-agent: signal {sig}: stopping (forwarded to the command)"
+                    );
+                    if child_status.is_none() {
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(child, sig) };
+                    }
+                    stop_at = Some(Instant::now() + Duration::from_secs(5));
+                }
+                None => {
+                    eprintln!("groundtruth-agent: signal {sig}: stopping");
+                    stop_at = Some(Instant::now());
+                }
             }
-            stop_at = Some(Instant::now() + Duration::from_secs(5));
+        }
+        if child.is_none() && opts.duration.is_some_and(|d| started.elapsed() >= d) {
+            stop_at.get_or_insert_with(Instant::now);
         }
         let done = match child_status {
             Some(_) if !opts.wait_all || sink.live.is_empty() || stop_at.is_some() => true,
@@ -336,14 +435,16 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     summary.files = writer.finish()?;
     summary.still_running = live
         .iter()
-        .filter(|p| **p != child as u32 || child_status.is_none())
+        .filter(|p| Some(**p) != child.map(|c| c as u32) || child_status.is_none())
         .map(|p| (*p, names.get(p).cloned().unwrap_or_default()))
         .collect();
     summary.agent_cpu_ns = self_cpu_ns();
     summary.agent_load_cpu_ns = load_cpu_ns;
-    summary.exit_code = match child_status {
-        Some(s) => exit_code_of(s),
-        None => 128 + SIGNAL.load(Ordering::SeqCst),
+    summary.exit_code = match (child, child_status) {
+        (_, Some(s)) => exit_code_of(s),
+        (Some(_), None) => 128 + SIGNAL.load(Ordering::SeqCst),
+        // Attached to running services: a requested stop is a clean one.
+        (None, _) => 0,
     };
     Ok(summary)
 }

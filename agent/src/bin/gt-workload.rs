@@ -21,6 +21,10 @@
 //!                       that accepts one connection, reads N bytes, writes M bytes and
 //!                       closes; the parent connects, writes N, reads M, closes, waits
 //!   refused:ADDR        connect to a port nothing listens on (expects ECONNREFUSED)
+//!   serve:ADDR:FILE:N:M listen on ADDR port 0, write the port to FILE, accept one
+//!                       connection, read N bytes, write M bytes, close
+//!   connect:ADDR:FILE:N:M  wait (up to 10 s) for FILE, connect to ADDR at that port,
+//!                       write N bytes, read M bytes, close
 //!   sleep:MS
 use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
 
@@ -186,6 +190,54 @@ fn run(op: &str) -> Result<(), String> {
             if st != 0 {
                 return Err(format!("{op}: the server child failed ({st})"));
             }
+            Ok(())
+        }
+        "serve" => {
+            use std::io::{Read, Write};
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            let file = arg(2)?;
+            let (n, m) = (num(3)?, num(4)?);
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let listener = std::net::TcpListener::bind((addr, 0)).map_err(e)?;
+            let port = listener.local_addr().map_err(e)?.port();
+            let tmp = format!("{file}.tmp");
+            std::fs::write(&tmp, port.to_string()).map_err(e)?;
+            std::fs::rename(&tmp, file).map_err(e)?;
+            let (mut c, _) = listener.accept().map_err(e)?;
+            let mut buf = vec![0u8; n];
+            c.read_exact(&mut buf).map_err(e)?;
+            c.write_all(&vec![b's'; m]).map_err(e)?;
+            Ok(())
+        }
+        "connect" => {
+            use std::io::{Read, Write};
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            let file = arg(2)?;
+            let (n, m) = (num(3)?, num(4)?);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let port: u16 = loop {
+                if let Ok(p) = std::fs::read_to_string(file) {
+                    break p
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("{op}: bad port file"))?;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("{op}: {file} did not appear within 10 s"));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            };
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let mut c = std::net::TcpStream::connect((addr, port)).map_err(e)?;
+            c.write_all(&vec![b'c'; n]).map_err(e)?;
+            let mut buf = vec![0u8; m];
+            c.read_exact(&mut buf).map_err(e)?;
             Ok(())
         }
         "refused" => {
