@@ -79,6 +79,22 @@ fn two_services_by_exe_and_comm_over_ipv4_and_ipv6() {
         .events
         .iter()
         .any(|e| &*e.groundtruth.service == "ci" && &*e.actor.name == "sh"));
+    // Paired into handoffs: one per connection, both identities, per-service sums.
+    let h = analysis::handoffs::handoffs(&run.events);
+    assert_eq!(h.len(), 2, "{h:#?}");
+    for x in &h {
+        assert_eq!(x.client.service.as_deref(), Some("client"));
+        assert_eq!(x.server.service.as_deref(), Some("server"));
+        assert!(x.server.pid.is_some() && x.client.pid.is_some());
+    }
+    let pairs = analysis::handoffs::pairs(&h);
+    assert_eq!(pairs.len(), 2, "one pair per server port: {pairs:#?}");
+    let total: u64 = pairs.iter().map(|p| p.bytes_to_server).sum();
+    assert_eq!(total, 1300);
+    assert_eq!(pairs.iter().map(|p| p.bytes_to_client).sum::<u64>(), 2400);
+    let mut dot = Vec::new();
+    analysis::handoffs::print_dot(&mut dot, &pairs).unwrap();
+    render_dot(&dot);
     let closes = net(&run, "Close");
     assert_eq!(closes.len(), 4);
     for c in closes {
@@ -90,6 +106,37 @@ fn two_services_by_exe_and_comm_over_ipv4_and_ipv6() {
         };
         assert_eq!((n.bytes_out, n.bytes_in), (Some(want.0), Some(want.1)));
     }
+}
+
+/// The dot output renders with Graphviz (installed by `cargo xtask setup`).
+fn render_dot(dot: &[u8]) {
+    use std::io::Write;
+    let child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("graphviz `dot` not runnable ({e}); `cargo xtask setup` installs it")
+        }
+        Err(e) => {
+            eprintln!("skipped rendering: graphviz `dot` not runnable ({e})");
+            return;
+        }
+    };
+    child.stdin.take().unwrap().write_all(dot).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dot rejected the graph: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(dot)
+    );
+    let svg = String::from_utf8_lossy(&out.stdout);
+    assert!(svg.contains("<svg") && svg.contains("client") && svg.contains("server"));
 }
 
 /// Start the agent in the background and wait until it says it is recording.

@@ -2,3 +2,4 @@
 //! and the comparison with audit logs build on this crate.
 
 pub mod events;
+pub mod handoffs;

@@ -1,6 +1,6 @@
 //! `groundtruth`: the unprivileged side. Reads trails written by groundtruth-agent.
 
-use analysis::events;
+use analysis::{events, handoffs};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::{io::Write, path::PathBuf, process::ExitCode};
@@ -47,10 +47,59 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         under: Option<PathBuf>,
     },
+    /// Print the connections between services: each TCP connection paired from its
+    /// client's and its server's events, summed per (client, server, port).
+    ///
+    /// `table` sums per pair of services; `jsonl` lists every connection with both
+    /// identities (service, pid, process name, address); `dot` is a Graphviz service
+    /// graph (render with `dot -Tsvg`). A side that was not recorded is named by its
+    /// address.
+    ///
+    /// Example: groundtruth handoffs trail/ --format dot | dot -Tsvg > services.svg
+    #[command(after_help = EXIT_CODES)]
+    Handoffs {
+        /// Trail directory written by `groundtruth-agent record --out DIR`.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: HandoffFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HandoffFormat {
+    /// Connections and bytes per (client service, server service, port).
+    Table,
+    /// One JSON object per connection, with both ends.
+    Jsonl,
+    /// A Graphviz digraph of the services.
+    Dot,
+}
+
+fn finish(r: std::io::Result<()>, out: &mut impl Write) -> anyhow::Result<()> {
+    match r.and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Handoffs { dir, format } => {
+            let events: Vec<trail::Event> = trail::read_trail(&dir)
+                .with_context(|| format!("reading trail {}", dir.display()))?
+                .into_iter()
+                .flat_map(|s| s.events)
+                .collect();
+            let h = handoffs::handoffs(&events);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let r = match format {
+                HandoffFormat::Table => handoffs::print_table(&mut out, &handoffs::pairs(&h)),
+                HandoffFormat::Jsonl => handoffs::print_jsonl(&mut out, &h),
+                HandoffFormat::Dot => handoffs::print_dot(&mut out, &handoffs::pairs(&h)),
+            };
+            finish(r, &mut out)
+        }
         Cmd::Events { dir, format, under } => {
             let segments = trail::read_trail(&dir)
                 .with_context(|| format!("reading trail {}", dir.display()))?;
@@ -65,10 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Format::Table => events::print_table(&mut out, &events),
                 Format::Jsonl => events::print_jsonl(&mut out, &events),
             };
-            match r.and_then(|_| out.flush()) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                r => r.context("writing to stdout"),
-            }
+            finish(r, &mut out)
         }
     }
 }

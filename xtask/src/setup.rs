@@ -202,6 +202,8 @@ pub fn setup() -> anyhow::Result<()> {
         }
     }
     check_kernel()?;
+    // Test tools: graphviz renders `groundtruth handoffs --format dot` in the tests.
+    apt_install(&["graphviz".into()])?;
     python_env()?;
     eprintln!("xtask: setup complete (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION})");
     Ok(())
