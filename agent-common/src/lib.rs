@@ -45,6 +45,9 @@ pub mod op {
     pub const NET_BIND: u32 = 203;
     /// listen() on an inet socket (address as bound).
     pub const NET_LISTEN: u32 = 204;
+    /// A tracked process closed a UDP socket (`arg_b`: the socket): the agent reports
+    /// that socket's flows from the `FLOWS` map. Not an event of the trail itself.
+    pub const NET_UDP_CLOSE: u32 = 205;
 }
 
 /// Bits of [`RawEvent::ev_flags`].
@@ -265,6 +268,11 @@ pub mod stat {
     /// Connections whose owner could not be stored (map full): their close is not
     /// reported.
     pub const SOCK_FULL: u32 = 5;
+    /// UDP flows that could not be stored (map full): their datagrams are not counted.
+    pub const FLOW_FULL: u32 = 6;
+    /// Messages of sendmmsg/recvmmsg calls beyond the first 8 of a call: counted here,
+    /// not in their flows.
+    pub const MMSG_BEYOND_8: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -349,6 +357,37 @@ pub struct KernelOffsets {
     pub cgroup_root_hierarchy_id: u32,
 }
 
+/// A UDP flow: one socket of one process and one remote address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The socket (kernel address; never written to the trail).
+    pub sk: u64,
+    pub tgid: u32,
+    pub family: u16,
+    /// Host byte order.
+    pub remote_port: u16,
+    pub remote: [u8; 16],
+}
+
+/// Datagrams and bytes of a [`FlowKey`], aggregated in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flow {
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub local: [u8; 16],
+    pub local_port: u16,
+    /// 1 if the flow's first datagram was sent, 0 if received.
+    pub first_out: u16,
+    pub _pad: u32,
+    pub owner: SockOwner,
+}
+
 /// An executable file, for `exe:` service selectors: device (kernel encoding) and inode.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -369,4 +408,6 @@ mod pod {
     unsafe impl aya::Pod for super::FileInfo {}
     unsafe impl aya::Pod for super::SockOwner {}
     unsafe impl aya::Pod for super::ExeKey {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
 }

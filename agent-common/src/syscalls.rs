@@ -87,6 +87,12 @@ pub mod nr {
     pub const ACCEPT: u64 = 43;
     pub const BIND: u64 = 49;
     pub const LISTEN: u64 = 50;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+    pub const RECVMMSG: u64 = 299;
+    pub const SENDMMSG: u64 = 307;
     pub const TRUNCATE: u64 = 76;
     pub const FTRUNCATE: u64 = 77;
     pub const RENAME: u64 = 82;
@@ -149,12 +155,18 @@ pub const TRANSFER_SYSCALLS: [(&str, u64); 3] = [
 ];
 
 /// Socket syscalls that produce network events.
-pub const NET_SYSCALLS: [(&str, u64); 5] = [
+pub const NET_SYSCALLS: [(&str, u64); 11] = [
     ("connect", nr::CONNECT),
     ("accept", nr::ACCEPT),
     ("accept4", nr::ACCEPT4),
     ("bind", nr::BIND),
     ("listen", nr::LISTEN),
+    ("sendto", nr::SENDTO),
+    ("recvfrom", nr::RECVFROM),
+    ("sendmsg", nr::SENDMSG),
+    ("recvmsg", nr::RECVMSG),
+    ("sendmmsg", nr::SENDMMSG),
+    ("recvmmsg", nr::RECVMMSG),
 ];
 
 /// Every traced file syscall (besides read/write/close), by number.

@@ -104,6 +104,16 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
         let _ = FILES.remove(&cur);
     }
+    // A UDP socket: the agent reports its flows.
+    if let Ok(sk) = kernel::file_sock(cur) {
+        if crate::udp::is_udp(sk) {
+            if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task) {
+                ev.buf.ev.arg_b = sk;
+                ev.buf.ev.fd = fd as i32;
+                ev.submit();
+            }
+        }
+    }
     0
 }
 
@@ -144,6 +154,20 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         if second != NO_FD {
             account(second, bytes, n, service);
         }
+        return Ok(());
+    }
+    if crate::udp::is_udp_syscall(n) {
+        if kernel::compat_syscall(task) {
+            count(stat::COMPAT_SYSCALLS);
+            return Ok(());
+        }
+        crate::udp::udp_exit(
+            (n << 32) | (reg_arg(regs, 0) & 0xffff_ffff),
+            reg_arg(regs, 1),
+            reg_arg(regs, 4),
+            ret,
+            service,
+        );
         return Ok(());
     }
     if crate::net::is_net(n) {
@@ -413,6 +437,14 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
     }
     // SAFETY: copied out immediately.
     let Some(info) = (unsafe { FILES.get(&cur) }).copied() else {
+        // Not a file a tracked process opened: a connected UDP socket's datagram?
+        if bytes > 0 {
+            if let Ok(sk) = kernel::file_sock(cur) {
+                if crate::udp::is_udp(sk) {
+                    crate::udp::flow_add(sk, 0, bytes, crate::udp::dg(1, write), service);
+                }
+            }
+        }
         return;
     };
     let (ino, dev) = kernel::file_ino_dev(cur);

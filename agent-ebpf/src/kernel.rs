@@ -187,7 +187,12 @@ pub const AF_INET6: u16 = 10;
 /// `struct sock *` of descriptor `fd` of `task`, if it is a socket.
 #[inline(always)]
 pub fn fd_sock(task: u64, fd: u64) -> Result<u64, i64> {
-    let file = fd_file(task, fd)?;
+    file_sock(fd_file(task, fd)?)
+}
+
+/// `struct sock *` of an open file, if it is a socket.
+#[inline(always)]
+pub fn file_sock(file: u64) -> Result<u64, i64> {
     let inode: u64 = read(file, off!(file_f_inode))?;
     let mode: u16 = read(inode, off!(inode_i_mode))?;
     if mode & S_IFMT != S_IFSOCK {

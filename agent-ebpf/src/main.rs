@@ -20,6 +20,7 @@ mod kernel;
 mod maps;
 mod net;
 mod process;
+mod udp;
 
 #[cfg(not(test))]
 #[panic_handler]

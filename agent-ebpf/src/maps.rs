@@ -1,6 +1,8 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
-use agent_common::{EventBuf, ExeKey, FdKey, FdState, FileInfo, SockOwner, COMM_LEN};
+use agent_common::{
+    EventBuf, ExeKey, FdKey, FdState, FileInfo, Flow, FlowKey, SockOwner, COMM_LEN,
+};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -30,6 +32,12 @@ pub static FILES: LruHashMap<u64, FileInfo> = LruHashMap::with_max_entries(13107
 /// as the owner's.
 #[map]
 pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(65536, 0);
+
+/// UDP flows of tracked processes, aggregated per (socket, process, remote address).
+/// The agent reads and removes them when the socket is closed, when the process
+/// exits, periodically, and at the end.
+#[map]
+pub static FLOWS: HashMap<FlowKey, Flow> = HashMap::with_max_entries(65536, 0);
 
 /// Service selectors (`--service NAME=...`), consulted only at exec and at cgroup
 /// migration, never per syscall: cgroup v2 id, executable, and process name -> service.

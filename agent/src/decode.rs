@@ -356,6 +356,89 @@ impl Decoder {
         Ok(e)
     }
 
+    /// A Traffic event for what a UDP flow carried since `since` (the counts last
+    /// reported for it, zero the first time). Synthesized by the agent from the
+    /// kernel's `FLOWS` map, so it gets the agent's CPU and sequence.
+    pub fn udp_flow(
+        &mut self,
+        key: &agent_common::FlowKey,
+        flow: &agent_common::Flow,
+        since: Option<&agent_common::Flow>,
+    ) -> Event {
+        let o = &flow.owner;
+        let offset = self.boot_to_wall_ns;
+        let wall = |ns: u64| (ns as i64).saturating_add(offset);
+        let (d_out, b_out, d_in, b_in, start) = match since {
+            Some(p) => (
+                flow.datagrams_out.saturating_sub(p.datagrams_out),
+                flow.bytes_out.saturating_sub(p.bytes_out),
+                flow.datagrams_in.saturating_sub(p.datagrams_in),
+                flow.bytes_in.saturating_sub(p.bytes_in),
+                p.last_ns,
+            ),
+            None => (
+                flow.datagrams_out,
+                flow.bytes_out,
+                flow.datagrams_in,
+                flow.bytes_in,
+                flow.first_ns,
+            ),
+        };
+        let proc_ = self.procs.get(&o.tgid).cloned().unwrap_or_default();
+        let name = self.comm(o.tgid, &o.comm);
+        self.agent_seq += 1;
+        Event {
+            time_ns: wall(flow.last_ns),
+            class_uid: class::NETWORK_ACTIVITY,
+            activity_id: activity::NET_TRAFFIC,
+            activity_name: "Traffic".into(),
+            status_id: status::SUCCESS,
+            actor: Actor {
+                pid: o.tgid,
+                tid: o.tid,
+                uid: o.uid,
+                gid: o.gid,
+                name,
+                cmd_line: proc_.cmd_line,
+                exe: proc_.exe,
+                ppid: o.ppid,
+            },
+            network: Some(Network {
+                // The recorded process's end is the source.
+                src: Some(Endpoint {
+                    ip: ip_text(key.family, &flow.local),
+                    port: flow.local_port,
+                }),
+                dst: Some(Endpoint {
+                    ip: ip_text(key.family, &key.remote),
+                    port: key.remote_port,
+                }),
+                protocol_name: "udp".into(),
+                direction_id: if flow.first_out != 0 {
+                    direction::OUTBOUND
+                } else {
+                    direction::INBOUND
+                },
+                bytes_out: Some(b_out),
+                bytes_in: Some(b_in),
+                packets_out: Some(d_out),
+                packets_in: Some(d_in),
+            }),
+            start_time_ns: Some(wall(start)),
+            end_time_ns: Some(wall(flow.last_ns)),
+            groundtruth: Extra {
+                cpu: AGENT_CPU,
+                sequence: self.agent_seq - 1,
+                cgroup_id: o.cgroup_id,
+                service: self.service(o.service),
+                bytes_read: Some(b_in),
+                bytes_written: Some(b_out),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
     fn new_connection(&mut self) -> u64 {
         self.next_connection += 1;
         self.next_connection
@@ -436,6 +519,8 @@ impl Decoder {
             file: None,
             file_result: None,
             network: None,
+            start_time_ns: None,
+            end_time_ns: None,
             groundtruth: Extra {
                 cpu: h.cpu,
                 sequence: h.seq,
@@ -671,6 +756,8 @@ impl Decoder {
             file: Some(f),
             file_result: None,
             network: None,
+            start_time_ns: None,
+            end_time_ns: None,
             groundtruth: Extra {
                 cpu: AGENT_CPU,
                 sequence: self.agent_seq - 1,

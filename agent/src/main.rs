@@ -63,6 +63,11 @@ enum Cmd {
         /// SIGTERM).
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
+        /// UDP flows are reported when their socket closes, when their process exits,
+        /// and every SECONDS while they last (each report covers what the flow carried
+        /// since the previous one).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        flow_report_interval: f64,
         /// Run CMD as this user (name or uid). Default under sudo: the user who ran
         /// sudo (SUDO_UID/SUDO_GID), never silently root.
         #[arg(long, value_name = "USER")]
@@ -108,7 +113,12 @@ fn main() -> ExitCode {
             segment_events,
             command,
             duration,
+            flow_report_interval,
         } => {
+            if !(flow_report_interval.is_finite() && flow_report_interval > 0.0) {
+                eprintln!("groundtruth-agent: error: --flow-report-interval {flow_report_interval}: expected a positive number of seconds");
+                return ExitCode::from(2);
+            }
             let mut label = None;
             let mut selectors = Vec::new();
             for s in service {
@@ -134,6 +144,7 @@ fn main() -> ExitCode {
                 service: label,
                 selectors,
                 duration,
+                flow_report_every: std::time::Duration::from_secs_f64(flow_report_interval),
                 user,
                 wait_all,
                 ring_bytes: ring_size * 1024 * 1024,

@@ -7,11 +7,11 @@ use crate::{
     loader::{self, LoadOptions},
     scope,
 };
-use agent_common::{stat, ExeKey, FdKey, FdState};
+use agent_common::{stat, ExeKey, FdKey, FdState, Flow, FlowKey};
 use anyhow::{bail, Context as _};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     ffi::OsString,
     os::fd::AsRawFd,
     path::PathBuf,
@@ -31,6 +31,8 @@ pub struct RecordOptions {
     pub selectors: Vec<(String, scope::Selector)>,
     /// Stop after this long (only without a command).
     pub duration: Option<Duration>,
+    /// How often UDP flows that are still going are reported.
+    pub flow_report_every: Duration,
     pub user: Option<String>,
     pub wait_all: bool,
     pub ring_bytes: u32,
@@ -235,6 +237,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     let mut ring: RingBuf<MapData> = take(ebpf, "EVENTS")?;
     let mut tracked: BpfHashMap<MapData, u32, u32> = take(ebpf, "TRACKED")?;
     let fds: BpfHashMap<MapData, FdKey, FdState> = take(ebpf, "FDS")?;
+    let flows: BpfHashMap<MapData, FlowKey, Flow> = take(ebpf, "FLOWS")?;
     let stats: PerCpuArray<MapData, u64> = take(ebpf, "STATS")?;
     let seq: PerCpuArray<MapData, u64> = take(ebpf, "SEQ")?;
     {
@@ -324,11 +327,14 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         }
     };
     let started = Instant::now();
+    let mut last_flow_report = Instant::now();
 
     let mut sink = Sink {
         decoder,
         writer,
         fds,
+        flows,
+        flows_reported: HashMap::new(),
         summary: Summary::default(),
         live: child
             .map(|c| c as u32)
@@ -394,7 +400,12 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
             while let Some(item) = ring.next() {
                 sink.handle(&item)?;
             }
+            sink.report_flows(|_| true, true)?;
             break;
+        }
+        if last_flow_report.elapsed() >= opts.flow_report_every {
+            last_flow_report = Instant::now();
+            sink.report_flows(|_| true, false)?;
         }
     }
     let Sink {
@@ -413,6 +424,9 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         ("compat_syscalls_not_decoded", stat::COMPAT_SYSCALLS),
         ("fd_map_full", stat::FD_FULL),
         ("track_map_full", stat::TRACK_FULL),
+        ("sock_map_full", stat::SOCK_FULL),
+        ("udp_flow_map_full", stat::FLOW_FULL),
+        ("mmsg_messages_beyond_8_not_in_flows", stat::MMSG_BEYOND_8),
     ] {
         let n: u64 = per_cpu(&stats, idx).values().sum();
         if n > 0 {
@@ -508,6 +522,9 @@ struct Sink {
     decoder: Decoder,
     writer: TrailWriter,
     fds: BpfHashMap<MapData, FdKey, FdState>,
+    flows: BpfHashMap<MapData, FlowKey, Flow>,
+    /// What each UDP flow had when last reported (periodic reports give the rest).
+    flows_reported: HashMap<FlowKey, Flow>,
     summary: Summary,
     /// Tracked processes not seen exiting yet.
     live: BTreeSet<u32>,
@@ -516,6 +533,38 @@ struct Sink {
 }
 
 impl Sink {
+    /// Report the UDP flows `pick` selects: what they carried since their last report.
+    /// `done`: the flows ended (socket closed, process exited, recording over) and are
+    /// removed from the kernel map.
+    fn report_flows(&mut self, pick: impl Fn(&FlowKey) -> bool, done: bool) -> anyhow::Result<()> {
+        let keys: Vec<FlowKey> = self
+            .flows
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| pick(k))
+            .collect();
+        for key in keys {
+            let Ok(flow) = self.flows.get(&key, 0) else {
+                continue;
+            };
+            if done {
+                let _ = self.flows.remove(&key);
+            }
+            let prev = if done {
+                self.flows_reported.remove(&key)
+            } else {
+                self.flows_reported.insert(key, flow)
+            };
+            let moved = |f: &Flow| f.datagrams_in + f.datagrams_out;
+            if prev.as_ref().map_or(0, moved) == moved(&flow) {
+                continue;
+            }
+            let ev = self.decoder.udp_flow(&key, &flow, prev.as_ref());
+            self.push(ev)?;
+        }
+        Ok(())
+    }
+
     fn push(&mut self, ev: trail::Event) -> anyhow::Result<()> {
         *self
             .summary
@@ -528,6 +577,12 @@ impl Sink {
     }
 
     fn handle(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        if let Ok(rec) = crate::decode::parse(bytes) {
+            if rec.ev.header.op == agent_common::op::NET_UDP_CLOSE {
+                let sk = rec.ev.arg_b;
+                return self.report_flows(|k| k.sk == sk, true);
+            }
+        }
         let ev = match self.decoder.decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
@@ -555,6 +610,8 @@ impl Sink {
         if let Some(exit) = exit {
             let pid = exit.actor.pid;
             self.live.remove(&pid);
+            // Its sockets are closed: its UDP flows are complete.
+            self.report_flows(|k| k.tgid == pid, true)?;
             // Descriptors the kernel closed at exit: report the bytes it counted.
             for o in self.decoder.open_fds(pid) {
                 let key = FdKey {

@@ -175,3 +175,105 @@ fn untracked_tcp_traffic_does_not_appear() {
     }
     assert_eq!(net(&run, "Close").len(), 2);
 }
+
+fn traffic<'a>(run: &'a Run, ip: &str) -> Vec<&'a Event> {
+    net(run, "Traffic")
+        .into_iter()
+        .filter(|e| e.network.as_ref().unwrap().dst.as_ref().unwrap().ip == ip)
+        .collect()
+}
+
+#[test]
+fn udp_flows_are_aggregated_in_the_kernel_with_exact_counts() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let ops = ["udp:127.0.0.1:100:200:3", "udp:__1:10:20:2"];
+    let mut cmd = vec![WORKLOAD];
+    cmd.extend(ops);
+    let run = record(&d, &[], &cmd, &d);
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    let pid = run.workload_pid(&ops.join(" "));
+    // Per socket: the client's flow to the server and the server's flow to the client,
+    // reported once each when the sockets close. K sendto exchanges plus one
+    // write/read over the connected socket.
+    for (ip, n, m, k) in [("127.0.0.1", 100, 200, 4), ("::1", 10, 20, 3)] {
+        let t = traffic(&run, ip);
+        assert_eq!(t.len(), 2, "{t:#?}");
+        for e in &t {
+            assert_eq!(e.actor.pid, pid);
+            assert_eq!(e.activity_id, 6);
+            let x = e.network.as_ref().unwrap();
+            assert_eq!(x.protocol_name, "udp");
+            assert!(e.start_time_ns.unwrap() <= e.end_time_ns.unwrap());
+            assert!(e.start_time_ns.unwrap() >= run.start && e.end_time_ns.unwrap() <= run.end);
+            let counts = (x.packets_out, x.bytes_out, x.packets_in, x.bytes_in);
+            if x.direction_id == direction::OUTBOUND {
+                assert_eq!(
+                    counts,
+                    (Some(k), Some(k * n), Some(k), Some(k * m)),
+                    "client: {e:#?}"
+                );
+            } else {
+                assert_eq!(
+                    counts,
+                    (Some(k), Some(k * m), Some(k), Some(k * n)),
+                    "server: {e:#?}"
+                );
+            }
+        }
+        let (a, b) = (
+            t[0].network.as_ref().unwrap(),
+            t[1].network.as_ref().unwrap(),
+        );
+        assert_eq!(
+            (&a.src, &a.dst),
+            (&b.dst, &b.src),
+            "the two ends of one exchange"
+        );
+    }
+}
+
+#[test]
+fn long_udp_flows_are_reported_periodically_without_double_counting() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    // The same sockets exchange before and after a pause longer than the interval.
+    let run = record(
+        &d,
+        &["--flow-report-interval", "0.5"],
+        &[WORKLOAD, "udp:127.0.0.1:7:9:2:1500"],
+        &d,
+    );
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    let t = traffic(&run, "127.0.0.1");
+    let client: Vec<_> = t
+        .iter()
+        .filter(|e| e.network.as_ref().unwrap().direction_id == direction::OUTBOUND)
+        .collect();
+    assert!(
+        client.len() >= 2,
+        "a periodic report and a final one: {client:#?}"
+    );
+    let sum = |f: fn(&trail::Network) -> Option<u64>| -> u64 {
+        client
+            .iter()
+            .map(|e| f(e.network.as_ref().unwrap()).unwrap())
+            .sum()
+    };
+    // 2 sendto exchanges + 1 connected, 7 bytes out and 9 in each.
+    assert_eq!(sum(|n| n.packets_out), 3);
+    assert_eq!(sum(|n| n.bytes_out), 21);
+    assert_eq!(sum(|n| n.bytes_in), 27);
+    for w in client.windows(2) {
+        assert!(
+            w[0].end_time_ns <= w[1].start_time_ns,
+            "reports do not overlap"
+        );
+    }
+}

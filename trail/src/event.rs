@@ -121,6 +121,9 @@ pub struct Network {
     pub direction_id: i32,
     pub bytes_in: Option<u64>,
     pub bytes_out: Option<u64>,
+    /// UDP Traffic: datagrams each way.
+    pub packets_in: Option<u64>,
+    pub packets_out: Option<u64>,
 }
 
 /// What OCSF lacks: capture bookkeeping and syscall details.
@@ -163,6 +166,9 @@ pub struct Event {
     pub file_result: Option<FileRef>,
     /// Network events: endpoints, protocol, direction, bytes.
     pub network: Option<Network>,
+    /// Aggregated events (UDP Traffic): the first and last datagram's time, ns UTC.
+    pub start_time_ns: Option<i64>,
+    pub end_time_ns: Option<i64>,
     pub groundtruth: Extra,
 }
 

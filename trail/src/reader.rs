@@ -139,7 +139,13 @@ mod tests {
                 direction_id: direction::OUTBOUND,
                 bytes_in: i.is_multiple_of(10).then_some(i * 3),
                 bytes_out: Some(i),
+                packets_in: i.is_multiple_of(10).then_some(i),
+                packets_out: None,
             }),
+            start_time_ns: i.is_multiple_of(10).then_some(1_700_000_000_000_000_000),
+            end_time_ns: i
+                .is_multiple_of(10)
+                .then_some(1_700_000_000_000_000_001 + i as i64),
             groundtruth: Extra {
                 connection_id: i.is_multiple_of(5).then_some(i / 5),
                 cpu: (i % 2) as u32,

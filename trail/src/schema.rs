@@ -89,7 +89,13 @@ fn traffic_fields() -> Fields {
     Fields::from(vec![
         Field::new("bytes_in", DataType::Int64, true),
         Field::new("bytes_out", DataType::Int64, true),
+        Field::new("packets_in", DataType::Int64, true),
+        Field::new("packets_out", DataType::Int64, true),
     ])
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
 fn extra_fields() -> Fields {
@@ -143,6 +149,8 @@ pub fn schema() -> SchemaRef {
                     true,
                 ),
                 Field::new("traffic", DataType::Struct(traffic_fields()), true),
+                Field::new("start_time", ts(), true),
+                Field::new("end_time", ts(), true),
                 Field::new("groundtruth", DataType::Struct(extra_fields()), false),
             ]))
         })
@@ -294,6 +302,14 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         Int64Builder::with_capacity(n),
         Int64Builder::with_capacity(n),
     );
+    let (mut packets_in, mut packets_out) = (
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+    );
+    let (mut start_time, mut end_time) = (
+        Vec::<Option<i64>>::with_capacity(n),
+        Vec::<Option<i64>>::with_capacity(n),
+    );
 
     for e in events {
         time.push(e.time_ns);
@@ -362,6 +378,10 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         traffic_valid.push(net.bytes_in.is_some() || net.bytes_out.is_some());
         bytes_in.append_option(net.bytes_in.map(|b| b as i64));
         bytes_out.append_option(net.bytes_out.map(|b| b as i64));
+        packets_in.append_option(net.packets_in.map(|b| b as i64));
+        packets_out.append_option(net.packets_out.map(|b| b as i64));
+        start_time.push(e.start_time_ns);
+        end_time.push(e.end_time_ns);
     }
 
     let actor_process = strukt(
@@ -437,7 +457,12 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     );
     let traffic = strukt(
         traffic_fields(),
-        vec![Arc::new(bytes_in.finish()), Arc::new(bytes_out.finish())],
+        vec![
+            Arc::new(bytes_in.finish()),
+            Arc::new(bytes_out.finish()),
+            Arc::new(packets_in.finish()),
+            Arc::new(packets_out.finish()),
+        ],
         Some(traffic_valid),
     );
     let columns: Vec<ArrayRef> = vec![
@@ -456,6 +481,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         dst,
         conn,
         traffic,
+        Arc::new(TimestampNanosecondArray::from(start_time).with_timezone("UTC")),
+        Arc::new(TimestampNanosecondArray::from(end_time).with_timezone("UTC")),
         extra,
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
@@ -559,6 +586,10 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
     let dir = col::<Int32Array>(conn, "direction_id")?;
     let bytes_in = col::<Int64Array>(traffic, "bytes_in")?;
     let bytes_out = col::<Int64Array>(traffic, "bytes_out")?;
+    let packets_in = col::<Int64Array>(traffic, "packets_in")?;
+    let packets_out = col::<Int64Array>(traffic, "packets_out")?;
+    let start_time = col::<TimestampNanosecondArray>(&root, "start_time")?;
+    let end_time = col::<TimestampNanosecondArray>(&root, "end_time")?;
 
     let mut out = Vec::with_capacity(batch.num_rows());
     for (i, (file, file_result)) in files.into_iter().zip(results).enumerate() {
@@ -628,7 +659,17 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                     .is_valid(i)
                     .then(|| opt!(bytes_out, i).map(|b| b as u64))
                     .flatten(),
+                packets_in: traffic
+                    .is_valid(i)
+                    .then(|| opt!(packets_in, i).map(|b| b as u64))
+                    .flatten(),
+                packets_out: traffic
+                    .is_valid(i)
+                    .then(|| opt!(packets_out, i).map(|b| b as u64))
+                    .flatten(),
             }),
+            start_time_ns: opt!(start_time, i),
+            end_time_ns: opt!(end_time, i),
         });
     }
     Ok(out)

@@ -21,6 +21,10 @@
 //!                       that accepts one connection, reads N bytes, writes M bytes and
 //!                       closes; the parent connects, writes N, reads M, closes, waits
 //!   refused:ADDR        connect to a port nothing listens on (expects ECONNREFUSED)
+//!   udp:ADDR:N:M:K[:MS] two UDP sockets on ADDR: the client sends K datagrams of N
+//!                       bytes with sendto, the server answers each with M bytes; then
+//!                       (after MS ms) the client connects and does one write of N,
+//!                       one read of M
 //!   serve:ADDR:FILE:N:M listen on ADDR port 0, write the port to FILE, accept one
 //!                       connection, read N bytes, write M bytes, close
 //!   connect:ADDR:FILE:N:M  wait (up to 10 s) for FILE, connect to ADDR at that port,
@@ -190,6 +194,70 @@ fn run(op: &str) -> Result<(), String> {
             if st != 0 {
                 return Err(format!("{op}: the server child failed ({st})"));
             }
+            Ok(())
+        }
+        "udp" => {
+            use std::os::fd::AsRawFd;
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            let (n, m, k) = (num(2)?, num(3)?, num(4)?);
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let server = std::net::UdpSocket::bind((addr, 0)).map_err(e)?;
+            let client = std::net::UdpSocket::bind((addr, 0)).map_err(e)?;
+            let to = server.local_addr().map_err(e)?;
+            let mut buf = vec![0u8; n.max(m) + 1];
+            let exchange = |send: &dyn Fn() -> std::io::Result<()>,
+                            recv: &dyn Fn(&mut [u8]) -> std::io::Result<usize>,
+                            buf: &mut [u8]|
+             -> Result<(), String> {
+                send().map_err(e)?;
+                let (got, from) = server.recv_from(buf).map_err(e)?;
+                if got != n {
+                    return Err(format!("{op}: server got {got} bytes"));
+                }
+                server.send_to(&vec![b'r'; m], from).map_err(e)?;
+                let got = recv(buf).map_err(e)?;
+                if got != m {
+                    return Err(format!("{op}: client got {got} bytes"));
+                }
+                Ok(())
+            };
+            for _ in 0..k {
+                exchange(
+                    &|| client.send_to(&vec![b'q'; n], to).map(|_| ()),
+                    &|b| client.recv_from(b).map(|r| r.0),
+                    &mut buf,
+                )?;
+            }
+            if let Some(ms) = parts.get(5).and_then(|p| p.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            client.connect(to).map_err(e)?;
+            let fd = client.as_raw_fd();
+            exchange(
+                &|| {
+                    let q = vec![b'q'; n];
+                    // SAFETY: valid descriptor and buffer.
+                    let w = unsafe { libc::write(fd, q.as_ptr() as *const _, n) };
+                    if w == n as isize {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                },
+                &|b| {
+                    // SAFETY: valid descriptor and buffer.
+                    let r = unsafe { libc::read(fd, b.as_mut_ptr() as *mut _, b.len()) };
+                    if r < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(r as usize)
+                    }
+                },
+                &mut buf,
+            )?;
             Ok(())
         }
         "serve" => {
