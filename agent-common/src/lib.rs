@@ -80,6 +80,9 @@ pub mod str_kind {
     pub const ARGV: u8 = 3;
     /// A [`NetAddrs`] (40 bytes).
     pub const NET: u8 = 4;
+    /// A unix socket address: `sun_path` bytes as the kernel has them (a leading NUL
+    /// byte marks an abstract name).
+    pub const UNIX_PATH: u8 = 5;
 }
 
 /// Both ends of an inet socket, as the kernel has them.
@@ -355,6 +358,27 @@ pub struct KernelOffsets {
     pub css_cgroup: u32,
     pub cgroup_root: u32,
     pub cgroup_root_hierarchy_id: u32,
+    /// Unix sockets: `sock.sk_peer_pid`, `pid.numbers[0].nr`, `unix_sock.addr`,
+    /// `unix_address.len`, `unix_address.name`, `unix_sock.peer`.
+    pub sk_peer_pid: u32,
+    pub pid_numbers_nr: u32,
+    pub unix_sock_addr: u32,
+    pub unix_address_len: u32,
+    pub unix_address_name: u32,
+    pub unix_sock_peer: u32,
+}
+
+/// A unix domain stream socket a tracked process connected or accepted: owner, and
+/// the bytes that went through it (counted at each read/write/send/recv).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnixConn {
+    pub owner: SockOwner,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The peer's pid as the kernel recorded it (SO_PEERCRED), 0 if unknown.
+    pub peer_pid: u32,
+    pub fd: i32,
 }
 
 /// A UDP flow: one socket of one process and one remote address.
@@ -410,4 +434,5 @@ mod pod {
     unsafe impl aya::Pod for super::ExeKey {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::UnixConn {}
 }

@@ -308,6 +308,37 @@ impl Ev {
         self.set(slot, start, kind, flags);
     }
 
+    /// Raw bytes from kernel memory, at most `NAME_CAP`.
+    #[inline(always)]
+    pub fn kernel_bytes(&mut self, slot: usize, kind: u8, ptr: u64, len: u64) {
+        let start = self.pos() & POS_MAX;
+        let mut flags = 0;
+        let mut n = len as usize;
+        if n >= NAME_CAP {
+            n = NAME_CAP - 1;
+            flags |= str_flag::TRUNCATED;
+        }
+        n &= NAME_CAP - 1;
+        if n > 0 {
+            // SAFETY: bounded kernel read into the buffer (start < DATA_CAP, n < NAME_CAP
+            // <= slack); a bad address is an error, not a fault.
+            let r = unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                    self.buf.data.as_mut_ptr().add(start) as *mut _,
+                    n as u32,
+                    ptr as *const _,
+                )
+            };
+            if r < 0 {
+                flags |= str_flag::READ_ERROR;
+                count(stat::READ_ERRORS);
+            } else {
+                self.set_pos(start + n);
+            }
+        }
+        self.set(slot, start, kind, flags);
+    }
+
     /// Number the event and hand it to userspace.
     #[inline(always)]
     pub fn submit(self) {

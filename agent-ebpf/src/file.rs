@@ -104,8 +104,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
         let _ = FILES.remove(&cur);
     }
-    // A UDP socket: the agent reports its flows.
+    // A UDP socket: the agent reports its flows; a unix one: its connection.
     if let Ok(sk) = kernel::file_sock(cur) {
+        crate::unix::closed(sk, cur);
         if crate::udp::is_udp(sk) {
             if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task) {
                 ev.buf.ev.arg_b = sk;
@@ -440,7 +441,7 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         // Not a file a tracked process opened: a connected UDP socket's datagram?
         if bytes > 0 {
             if let Ok(sk) = kernel::file_sock(cur) {
-                if crate::udp::is_udp(sk) {
+                if !crate::unix::add_bytes(sk, bytes, write) && crate::udp::is_udp(sk) {
                     crate::udp::flow_add(sk, 0, bytes, crate::udp::dg(1, write), service);
                 }
             }

@@ -70,6 +70,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     css_cgroup: 0,
     cgroup_root: 0,
     cgroup_root_hierarchy_id: 0,
+    sk_peer_pid: 0,
+    pid_numbers_nr: 0,
+    unix_sock_addr: 0,
+    unix_address_len: 0,
+    unix_address_name: 0,
+    unix_sock_peer: 0,
 };
 
 /// One offset, read so that the compiler cannot fold the all-zero initializer.
@@ -181,6 +187,7 @@ pub fn file_ino_dev(file: u64) -> (u64, u64) {
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
+pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -233,4 +240,13 @@ pub fn sock_addrs(sk: u64) -> agent_common::NetAddrs {
         a.remote[..4].copy_from_slice(&r);
     }
     a
+}
+
+/// The pid the kernel recorded for a socket's peer (SO_PEERCRED), 0 if none.
+#[inline(always)]
+pub fn peer_pid(sk: u64) -> u32 {
+    match read::<u64>(sk, off!(sk_peer_pid)) {
+        Ok(pid) if pid != 0 => read::<u32>(pid, off!(pid_numbers_nr)).unwrap_or(0),
+        _ => 0,
+    }
 }

@@ -21,6 +21,7 @@ mod maps;
 mod net;
 mod process;
 mod udp;
+mod unix;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,7 +1,7 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
 use agent_common::{
-    EventBuf, ExeKey, FdKey, FdState, FileInfo, Flow, FlowKey, SockOwner, COMM_LEN,
+    EventBuf, ExeKey, FdKey, FdState, FileInfo, Flow, FlowKey, SockOwner, UnixConn, COMM_LEN,
 };
 use aya_ebpf::{
     macros::map,
@@ -38,6 +38,10 @@ pub static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(65536, 0);
 /// exits, periodically, and at the end.
 #[map]
 pub static FLOWS: HashMap<FlowKey, Flow> = HashMap::with_max_entries(65536, 0);
+
+/// Unix stream sockets tracked processes connected or accepted, with their bytes.
+#[map]
+pub static UNIX_SOCKS: HashMap<u64, UnixConn> = HashMap::with_max_entries(65536, 0);
 
 /// Service selectors (`--service NAME=...`), consulted only at exec and at cgroup
 /// migration, never per syscall: cgroup v2 id, executable, and process name -> service.

@@ -88,6 +88,10 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             let Ok(sk) = kernel::fd_sock(task, fd_arg) else {
                 return 0;
             };
+            if crate::unix::is_unix_stream(sk) {
+                crate::unix::opened(sk, fd_arg as i64, ret, false, service, task);
+                return 0;
+            }
             if !tcp_sock(sk) {
                 return 0;
             }
@@ -122,6 +126,10 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             let Ok(sk) = kernel::fd_sock(task, ret as u64) else {
                 return 0;
             };
+            if crate::unix::is_unix_stream(sk) {
+                crate::unix::opened(sk, ret, ret, true, service, task);
+                return 0;
+            }
             if !tcp_sock(sk) {
                 return 0;
             }

@@ -139,10 +139,13 @@ pub fn udp_exit(n_fd: u64, arg1: u64, arg4: u64, ret: i64, service: u32) -> u32 
     let Ok(sk) = kernel::fd_sock(kernel::current_task(), fd) else {
         return 0;
     };
+    let out = matches!(n, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     if !is_udp(sk) {
+        if n == nr::SENDTO || n == nr::RECVFROM || n == nr::SENDMSG || n == nr::RECVMSG {
+            crate::unix::add_bytes(sk, ret as u64, out);
+        }
         return 0;
     }
-    let out = matches!(n, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
     match n {
         nr::SENDTO | nr::RECVFROM => {
             flow_add(sk, arg4, ret as u64, dg(1, out), service);

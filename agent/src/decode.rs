@@ -49,6 +49,7 @@ fn ip_text(family: u16, b: &[u8; 16]) -> String {
     }
 }
 
+const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const ECONNREFUSED: i64 = 111;
@@ -134,6 +135,22 @@ impl Record<'_> {
         }
         // SAFETY: NetAddrs is repr(C) integers only; the length was checked.
         Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const NetAddrs) })
+    }
+
+    /// A unix socket address (slot `i`): a path, or `@name` for an abstract one.
+    fn unix_path(&self, i: usize) -> Option<String> {
+        let (b, s) = self.slot(i)?;
+        if s.kind != str_kind::UNIX_PATH {
+            return None;
+        }
+        Some(match b.split_first() {
+            // Abstract: the name is every byte after the leading NUL.
+            Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+            _ => {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                String::from_utf8_lossy(&b[..end]).into_owned()
+            }
+        })
     }
 
     fn raw(&self, i: usize) -> Option<(String, bool)> {
@@ -239,7 +256,7 @@ pub struct Decoder {
     agent_seq: u64,
     /// Open connections: kernel socket address -> connection id. The address itself is
     /// never written (it would leak kernel layout into the trail).
-    connections: HashMap<u64, (u64, NetAddrs)>,
+    connections: HashMap<u64, (u64, NetAddrs, Option<String>)>,
     next_connection: u64,
 }
 
@@ -270,7 +287,8 @@ impl Decoder {
         } else {
             None
         };
-        if let Some((_, opened)) = known {
+        if let Some((_, opened, _)) = &known {
+            let opened = *opened;
             // At CLOSE the kernel has already released the local port: the ends are
             // those the connection was opened with.
             a = opened;
@@ -303,7 +321,9 @@ impl Decoder {
             direction::UNKNOWN
         };
         let unbound = local.port == 0;
+        let unix = a.family == AF_UNIX;
         let (src, dst) = match h.op {
+            _ if unix => (None, None),
             op::NET_LISTEN | op::NET_BIND => (None, Some(local)),
             // A connect that failed has no local end any more.
             op::NET_CONNECT if r.ret < 0 && unbound => (None, Some(remote)),
@@ -314,6 +334,7 @@ impl Decoder {
             src,
             dst,
             protocol_name: match a.protocol {
+                _ if unix => "unix".into(),
                 6 => "tcp".into(),
                 17 => "udp".into(),
                 p => format!("ip-proto-{p}").into(),
@@ -332,15 +353,15 @@ impl Decoder {
                 };
                 e.groundtruth.bytes_read = Some(rx);
                 e.groundtruth.bytes_written = Some(tx);
-                e.groundtruth.connection_id = Some(match known {
-                    Some((id, _)) => id,
+                e.groundtruth.connection_id = Some(match &known {
+                    Some((id, _, _)) => *id,
                     None => self.new_connection(),
                 });
             }
             op::NET_CONNECT | op::NET_ACCEPT => {
                 let id = self.new_connection();
                 if r.ret >= 0 {
-                    self.connections.insert(sk, (id, a));
+                    self.connections.insert(sk, (id, a, rec.unix_path(1)));
                 }
                 e.groundtruth.connection_id = Some(id);
                 e.groundtruth.ret = Some(r.ret);
@@ -352,6 +373,11 @@ impl Decoder {
             }
         }
         e.groundtruth.fd = (r.fd >= 0).then_some(r.fd);
+        if unix {
+            e.groundtruth.implicit = r.ev_flags & ev_flag::IMPLICIT_CLOSE != 0;
+            e.groundtruth.socket_path = rec.unix_path(1).or_else(|| known.and_then(|k| k.2));
+            e.groundtruth.peer_pid = (r.arg_a != 0).then_some(r.arg_a as u32);
+        }
         e.network = Some(net);
         Ok(e)
     }
@@ -433,6 +459,53 @@ impl Decoder {
                 service: self.service(o.service),
                 bytes_read: Some(b_in),
                 bytes_written: Some(b_out),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The Close of a unix connection whose owner exited with descriptors of it still
+    /// open (the kernel closed them): reported at the owner's exit, as implicit.
+    pub fn unix_exit_close(&mut self, exit: &Event, sk: u64, c: &agent_common::UnixConn) -> Event {
+        let known = self.connections.remove(&sk);
+        let inbound = c.owner.flags & ev_flag::INBOUND != 0;
+        self.agent_seq += 1;
+        let (bytes_out, bytes_in) = if inbound {
+            (c.bytes_in, c.bytes_out)
+        } else {
+            (c.bytes_out, c.bytes_in)
+        };
+        Event {
+            time_ns: exit.time_ns,
+            class_uid: class::NETWORK_ACTIVITY,
+            activity_id: activity::NET_CLOSE,
+            activity_name: "Close".into(),
+            status_id: status::SUCCESS,
+            actor: exit.actor.clone(),
+            network: Some(Network {
+                protocol_name: "unix".into(),
+                direction_id: if inbound {
+                    direction::INBOUND
+                } else {
+                    direction::OUTBOUND
+                },
+                bytes_out: Some(bytes_out),
+                bytes_in: Some(bytes_in),
+                ..Default::default()
+            }),
+            groundtruth: Extra {
+                cpu: AGENT_CPU,
+                sequence: self.agent_seq - 1,
+                cgroup_id: exit.groundtruth.cgroup_id,
+                service: exit.groundtruth.service.clone(),
+                fd: Some(c.fd),
+                bytes_read: Some(c.bytes_in),
+                bytes_written: Some(c.bytes_out),
+                implicit: true,
+                connection_id: known.as_ref().map(|k| k.0),
+                socket_path: known.and_then(|k| k.2),
+                peer_pid: (c.peer_pid != 0).then_some(c.peer_pid),
                 ..Default::default()
             },
             ..Default::default()

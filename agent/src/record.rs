@@ -7,7 +7,7 @@ use crate::{
     loader::{self, LoadOptions},
     scope,
 };
-use agent_common::{stat, ExeKey, FdKey, FdState, Flow, FlowKey};
+use agent_common::{stat, ExeKey, FdKey, FdState, Flow, FlowKey, UnixConn};
 use anyhow::{bail, Context as _};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use std::{
@@ -238,6 +238,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     let mut tracked: BpfHashMap<MapData, u32, u32> = take(ebpf, "TRACKED")?;
     let fds: BpfHashMap<MapData, FdKey, FdState> = take(ebpf, "FDS")?;
     let flows: BpfHashMap<MapData, FlowKey, Flow> = take(ebpf, "FLOWS")?;
+    let unix: BpfHashMap<MapData, u64, UnixConn> = take(ebpf, "UNIX_SOCKS")?;
     let stats: PerCpuArray<MapData, u64> = take(ebpf, "STATS")?;
     let seq: PerCpuArray<MapData, u64> = take(ebpf, "SEQ")?;
     {
@@ -334,6 +335,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         writer,
         fds,
         flows,
+        unix,
         flows_reported: HashMap::new(),
         summary: Summary::default(),
         live: child
@@ -517,12 +519,45 @@ impl Summary {
     }
 }
 
+/// The keys of a kernel hash map that the kernel may be changing meanwhile. Walking
+/// it fails (or starts over) when the key last returned was deleted in between; then
+/// the walk is repeated, a few times at most, and the keys seen are merged.
+fn map_keys<K, V>(map: &BpfHashMap<MapData, K, V>) -> Vec<K>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod,
+{
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        let mut clean = true;
+        for k in map.keys() {
+            match k {
+                Ok(k) => {
+                    if seen.insert(k) {
+                        out.push(k);
+                    }
+                }
+                Err(_) => {
+                    clean = false;
+                    break;
+                }
+            }
+        }
+        if clean {
+            break;
+        }
+    }
+    out
+}
+
 /// Where decoded events go, with the state the record loop keeps about them.
 struct Sink {
     decoder: Decoder,
     writer: TrailWriter,
     fds: BpfHashMap<MapData, FdKey, FdState>,
     flows: BpfHashMap<MapData, FlowKey, Flow>,
+    unix: BpfHashMap<MapData, u64, UnixConn>,
     /// What each UDP flow had when last reported (periodic reports give the rest).
     flows_reported: HashMap<FlowKey, Flow>,
     summary: Summary,
@@ -537,10 +572,8 @@ impl Sink {
     /// `done`: the flows ended (socket closed, process exited, recording over) and are
     /// removed from the kernel map.
     fn report_flows(&mut self, pick: impl Fn(&FlowKey) -> bool, done: bool) -> anyhow::Result<()> {
-        let keys: Vec<FlowKey> = self
-            .flows
-            .keys()
-            .filter_map(Result::ok)
+        let keys: Vec<FlowKey> = map_keys(&self.flows)
+            .into_iter()
             .filter(|k| pick(k))
             .collect();
         for key in keys {
@@ -610,8 +643,20 @@ impl Sink {
         if let Some(exit) = exit {
             let pid = exit.actor.pid;
             self.live.remove(&pid);
-            // Its sockets are closed: its UDP flows are complete.
+            // Its sockets are closed: its UDP flows are complete, and its unix
+            // connections still open were closed by the kernel.
             self.report_flows(|k| k.tgid == pid, true)?;
+            for sk in map_keys(&self.unix) {
+                let Ok(c) = self.unix.get(&sk, 0) else {
+                    continue;
+                };
+                if c.owner.tgid != pid {
+                    continue;
+                }
+                let _ = self.unix.remove(&sk);
+                let ev = self.decoder.unix_exit_close(&exit, sk, &c);
+                self.push(ev)?;
+            }
             // Descriptors the kernel closed at exit: report the bytes it counted.
             for o in self.decoder.open_fds(pid) {
                 let key = FdKey {

@@ -277,3 +277,61 @@ fn long_udp_flows_are_reported_periodically_without_double_counting() {
         );
     }
 }
+
+#[test]
+fn unix_stream_sockets_with_path_abstract_name_peer_pid_and_bytes() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let sock = d.join("s.sock");
+    let abs = format!("@gt-test-{}", std::process::id());
+    let ops = [
+        format!("unix:{}:100:300", sock.display()),
+        format!("unix:{abs}:5:70000"),
+    ];
+    let mut cmd = vec![WORKLOAD];
+    cmd.extend(ops.iter().map(String::as_str));
+    let run = record(&d, &[], &cmd, &d);
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    let pid = run.workload_pid(&ops.join(" "));
+    for (path, n, m) in [(sock.to_str().unwrap(), 100, 300), (abs.as_str(), 5, 70000)] {
+        let of = |activity: &str| -> Vec<&Event> {
+            net(&run, activity)
+                .into_iter()
+                .filter(|e| e.groundtruth.socket_path.as_deref() == Some(path))
+                .collect()
+        };
+        let opens = of("Open");
+        assert_eq!(opens.len(), 2, "{path}: {opens:#?}");
+        let client = opens.iter().find(|e| e.actor.pid == pid).expect("client");
+        let server = opens.iter().find(|e| e.actor.pid != pid).expect("server");
+        assert_eq!(client.network.as_ref().unwrap().protocol_name, "unix");
+        assert_eq!(
+            client.network.as_ref().unwrap().direction_id,
+            direction::OUTBOUND
+        );
+        assert_eq!(
+            server.network.as_ref().unwrap().direction_id,
+            direction::INBOUND
+        );
+        // The listener belongs to the parent (it listened before forking the server);
+        // the server's peer is the client, the parent.
+        assert_eq!(client.groundtruth.peer_pid, Some(pid));
+        assert_eq!(server.groundtruth.peer_pid, Some(pid));
+        let closes = of("Close");
+        assert_eq!(closes.len(), 2, "{path}: {closes:#?}");
+        for c in closes {
+            let x = c.network.as_ref().unwrap();
+            assert_eq!((x.bytes_out, x.bytes_in), (Some(n), Some(m)), "{c:#?}");
+            let opened = if c.actor.pid == pid { client } else { server };
+            assert_eq!(
+                c.groundtruth.connection_id,
+                opened.groundtruth.connection_id
+            );
+            // The server exits with the connection open: the kernel closed it.
+            assert_eq!(c.groundtruth.implicit, c.actor.pid != pid, "{c:#?}");
+        }
+    }
+}

@@ -77,6 +77,15 @@ pub fn target(e: &Event) -> String {
             })
         };
         match (&n.src, &n.dst) {
+            _ if n.protocol_name == "unix" => {
+                s.push_str(&format!(
+                    "unix {}",
+                    g.socket_path.as_deref().unwrap_or("(unnamed)")
+                ));
+                if let Some(p) = g.peer_pid {
+                    s.push_str(&format!(" (peer pid {p})"));
+                }
+            }
             (None, Some(_)) => s.push_str(&format!("{} {}", n.protocol_name, ep(&n.dst))),
             _ => s.push_str(&format!(
                 "{} {} -> {}",

@@ -148,6 +148,10 @@ pub struct Extra {
     pub implicit: bool,
     /// Network: the same number on a connection's open and close events (per run).
     pub connection_id: Option<u64>,
+    /// Unix sockets: the socket's address (a path, or `@name` for an abstract one).
+    pub socket_path: Option<String>,
+    /// Unix sockets: the peer's pid as the kernel recorded it (SO_PEERCRED).
+    pub peer_pid: Option<u32>,
 }
 
 /// One event.

@@ -148,6 +148,8 @@ mod tests {
                 .then_some(1_700_000_000_000_000_001 + i as i64),
             groundtruth: Extra {
                 connection_id: i.is_multiple_of(5).then_some(i / 5),
+                socket_path: i.is_multiple_of(15).then(|| "@abstract".to_string()),
+                peer_pid: i.is_multiple_of(15).then_some(77),
                 cpu: (i % 2) as u32,
                 sequence: i,
                 service: "svc".into(),

@@ -117,6 +117,8 @@ fn extra_fields() -> Fields {
         Field::new("bytes_written", DataType::UInt64, true),
         Field::new("implicit", DataType::Boolean, false),
         Field::new("connection_id", DataType::UInt64, true),
+        Field::new("socket_path", DataType::Utf8, true),
+        Field::new("peer_pid", DataType::Int32, true),
     ])
 }
 
@@ -285,6 +287,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     );
     let mut g_impl = BooleanBuilder::with_capacity(n);
     let mut g_conn = UInt64Builder::with_capacity(n);
+    let mut g_sock_path = StringBuilder::with_capacity(n, n);
+    let mut g_peer = Int32Builder::with_capacity(n);
     let mut net_valid = Vec::with_capacity(n);
     let (mut src_valid, mut dst_valid) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut src_ip, mut dst_ip) = (
@@ -359,6 +363,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         g_bw.append_option(g.bytes_written);
         g_impl.append_value(g.implicit);
         g_conn.append_option(g.connection_id);
+        g_sock_path.append_option(g.socket_path.as_deref());
+        g_peer.append_option(g.peer_pid.map(|p| p as i32));
         let dn = Network::default();
         let net = e.network.as_ref().unwrap_or(&dn);
         net_valid.push(e.network.is_some());
@@ -437,6 +443,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             Arc::new(g_bw.finish()),
             Arc::new(g_impl.finish()),
             Arc::new(g_conn.finish()),
+            Arc::new(g_sock_path.finish()),
+            Arc::new(g_peer.finish()),
         ],
         None,
     );
@@ -570,6 +578,8 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
     let g_bw = col::<UInt64Array>(g, "bytes_written")?;
     let g_impl = col::<BooleanArray>(g, "implicit")?;
     let g_conn = col::<UInt64Array>(g, "connection_id")?;
+    let g_sock_path = col::<StringArray>(g, "socket_path")?;
+    let g_peer = col::<Int32Array>(g, "peer_pid")?;
     let src = col::<StructArray>(&root, "src_endpoint")?;
     let dst = col::<StructArray>(&root, "dst_endpoint")?;
     let conn = col::<StructArray>(&root, "connection_info")?;
@@ -639,6 +649,8 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                 bytes_written: opt!(g_bw, i),
                 implicit: g_impl.value(i),
                 connection_id: opt!(g_conn, i),
+                socket_path: opt_str(g_sock_path, i),
+                peer_pid: opt!(g_peer, i).map(|p| p as u32),
             },
             network: conn.is_valid(i).then(|| Network {
                 src: src.is_valid(i).then(|| Endpoint {

@@ -25,6 +25,10 @@
 //!                       bytes with sendto, the server answers each with M bytes; then
 //!                       (after MS ms) the client connects and does one write of N,
 //!                       one read of M
+//!   unix:PATH:N:M       listen on a unix stream socket at PATH (`@name`: abstract), fork
+//!                       a server child that accepts, reads N bytes, writes M bytes and
+//!                       exits without closing; the parent connects, writes N, reads M,
+//!                       closes, waits
 //!   serve:ADDR:FILE:N:M listen on ADDR port 0, write the port to FILE, accept one
 //!                       connection, read N bytes, write M bytes, close
 //!   connect:ADDR:FILE:N:M  wait (up to 10 s) for FILE, connect to ADDR at that port,
@@ -258,6 +262,55 @@ fn run(op: &str) -> Result<(), String> {
                 },
                 &mut buf,
             )?;
+            Ok(())
+        }
+        "unix" => {
+            use std::io::{Read, Write};
+            use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+            let path = arg(1)?;
+            let (n, m) = (num(2)?, num(3)?);
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let addr = match path.strip_prefix('@') {
+                Some(name) => {
+                    use std::os::linux::net::SocketAddrExt;
+                    SocketAddr::from_abstract_name(name.as_bytes()).map_err(e)?
+                }
+                None => SocketAddr::from_pathname(path).map_err(e)?,
+            };
+            let listener = UnixListener::bind_addr(&addr).map_err(e)?;
+            // SAFETY: fork in a single-threaded program; the child serves and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = (|| -> std::io::Result<()> {
+                    let (mut c, _) = listener.accept()?;
+                    let mut buf = vec![0u8; n];
+                    c.read_exact(&mut buf)?;
+                    c.write_all(&vec![b's'; m])?;
+                    // Exits with the connection open: the kernel closes it.
+                    std::mem::forget(c);
+                    Ok(())
+                })();
+                // SAFETY: leaving the child without running destructors.
+                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
+            }
+            let result = (|| -> std::io::Result<()> {
+                let mut c = UnixStream::connect_addr(&addr)?;
+                c.write_all(&vec![b'c'; n])?;
+                let mut buf = vec![0u8; m];
+                c.read_exact(&mut buf)?;
+                Ok(())
+            })();
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            drop(listener);
+            if !path.starts_with('@') {
+                let _ = std::fs::remove_file(path);
+            }
+            result.map_err(e)?;
+            if st != 0 {
+                return Err(format!("{op}: the server child failed ({st})"));
+            }
             Ok(())
         }
         "serve" => {
