@@ -89,6 +89,115 @@ fn loop_ns(stdout: &str) -> anyhow::Result<f64> {
         .context("workload printed no timing line")
 }
 
+/// `PREFIX: ... in T ns` from a workload's output.
+fn timed(stdout: &str, prefix: &str) -> anyhow::Result<f64> {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(prefix)?
+                .split(" in ")
+                .nth(1)?
+                .strip_suffix(" ns")?
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("workload printed no `{prefix}` timing line"))
+}
+
+/// Network: many short loopback connections and one bulk transfer, bare and under the
+/// agent, alternating. Returns the markdown section.
+fn network_bench(
+    bin: &Path,
+    tmp: &Path,
+    rounds: usize,
+    conns: u64,
+    mib: u64,
+) -> anyhow::Result<String> {
+    let ops = [format!("tcploop:{conns}"), format!("bulk:{mib}")];
+    let (mut bare, mut traced) = (Vec::new(), Vec::new());
+    let mut lost = 0;
+    let mut events = Vec::new();
+    for round in 0..rounds {
+        for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let out = if which == 0 {
+                output_ok(
+                    Command::new(bin.join("gt-workload"))
+                        .args(&ops)
+                        .current_dir(tmp),
+                )?
+            } else {
+                let trail = tmp.join(format!("net-trail-{round}"));
+                let out = output_ok(
+                    Command::new(bin.join("groundtruth-agent"))
+                        .args(["record", "--out"])
+                        .arg(&trail)
+                        .arg("--")
+                        .arg(bin.join("gt-workload"))
+                        .args(&ops)
+                        .current_dir(tmp),
+                )?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let line = stderr.lines().last().unwrap_or_default();
+                lost += field(line, "lost ").context("lost in summary")?;
+                events.push(field(line, "network ").context("network events in summary")? as f64);
+                let _ = std::fs::remove_dir_all(&trail);
+                out
+            };
+            let text = String::from_utf8_lossy(&out.stdout);
+            let sample = (timed(&text, "tcploop: ")?, timed(&text, "bulk: ")?);
+            if which == 0 {
+                bare.push(sample);
+            } else {
+                traced.push(sample);
+            }
+            eprint!(".");
+        }
+    }
+    let m = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(v.iter().map(f).collect());
+    let (conn_bare, conn_traced) = (m(&bare, |s| s.0), m(&traced, |s| s.0));
+    let (bulk_bare, bulk_traced) = (m(&bare, |s| s.1), m(&traced, |s| s.1));
+    let bytes = (mib << 20) as f64;
+    let mut md = String::new();
+    writeln!(md, "\n## Network workload: capture overhead\n")?;
+    writeln!(md, "`gt-workload tcploop:{conns} bulk:{mib}`: {conns} short loopback TCP connections (connect,")?;
+    writeln!(
+        md,
+        "100 B each way, close) and one connection carrying {mib} MiB, bare and under the agent,"
+    )?;
+    writeln!(md, "alternating, {rounds} rounds; medians.\n")?;
+    writeln!(md, "| metric | value | target |\n| --- | --- | --- |")?;
+    writeln!(
+        md,
+        "| short connections: overhead ratio (traced / bare time) | {:.3} | <= 1.10 |",
+        conn_traced / conn_bare
+    )?;
+    writeln!(
+        md,
+        "| short connections: time bare / traced | {:.1} ms / {:.1} ms | |",
+        conn_bare / 1e6,
+        conn_traced / 1e6
+    )?;
+    writeln!(
+        md,
+        "| bulk throughput traced / bare | {:.3} | >= 0.95 |",
+        bulk_bare / bulk_traced
+    )?;
+    writeln!(
+        md,
+        "| bulk throughput bare / traced | {:.0} MiB/s / {:.0} MiB/s | |",
+        bytes / bulk_bare * 1e9 / 1048576.0,
+        bytes / bulk_traced * 1e9 / 1048576.0
+    )?;
+    writeln!(
+        md,
+        "| network events per run (2 Opens and 2 Closes per connection) | {:.0} | {} |",
+        median(events),
+        4 * (conns + 1)
+    )?;
+    writeln!(md, "| lost events (all rounds) | {lost} | 0 |")?;
+    Ok(md)
+}
+
 fn field(line: &str, after: &str) -> Option<u64> {
     line.split(after)
         .nth(1)?
@@ -563,6 +672,8 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    let network_md = network_bench(&ctx.bin, &ctx.tmp, rounds, iterations / 10, 1024)?;
+
     let mut samples: BTreeMap<Tool, Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
         // Rotate the order so that drift affects every tool alike.
@@ -654,6 +765,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         md,
         "| bytes on disk per event | {bytes_per_event:.1} | <= 24 |"
     )?;
+    md.push_str(&network_md);
     let st = |k: &str| median(stages.get(k).cloned().unwrap_or_default());
     writeln!(md, "\n## Where the agent's CPU per event goes\n")?;
     writeln!(

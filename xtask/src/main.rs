@@ -83,14 +83,22 @@ fn demo() -> anyhow::Result<()> {
     let work = out.join("work");
     std::fs::create_dir_all(&work)?;
     let trail = out.join("trail");
+    // The storage service is a copy of the workload helper under its own name, selected
+    // by its executable.
+    let storage = out.join("storage");
+    std::fs::copy(bin.join("gt-workload"), &storage)?;
     eprintln!("\n== recording demo/scenario.sh under groundtruth-agent ==");
     let status = Command::new(bin.join("groundtruth-agent"))
         .arg("record")
         .arg("--out")
         .arg(&trail)
-        .args(["--service", "demo", "--"])
+        .args(["--service", "demo", "--service"])
+        .arg(format!("storage=exe:{}", storage.display()))
+        .arg("--")
         .arg("sh")
         .arg(root.join("demo/scenario.sh"))
+        .env("GT_WORKLOAD", bin.join("gt-workload"))
+        .env("GT_STORAGE", &storage)
         .current_dir(&work)
         .status()?;
     if !status.success() {
@@ -102,6 +110,10 @@ fn demo() -> anyhow::Result<()> {
         .arg(&trail)
         .arg("--under")
         .arg(&work))?;
+    eprintln!("\n== handoffs between services (both ends of each connection) ==");
+    run(Command::new(bin.join("groundtruth"))
+        .arg("handoffs")
+        .arg(&trail))?;
     println!(
         "\nThe trail is in {} (Parquet; `groundtruth events {}` prints all of it).",
         trail.display(),

@@ -33,6 +33,11 @@
 //!                       connection, read N bytes, write M bytes, close
 //!   connect:ADDR:FILE:N:M  wait (up to 10 s) for FILE, connect to ADDR at that port,
 //!                       write N bytes, read M bytes, close
+//!   tcploop:N           N short loopback TCP connections (connect, send 100 B, receive
+//!                       100 B, close) to a server thread; prints `tcploop: N
+//!                       connections in T ns`
+//!   bulk:MIB            one loopback TCP connection carrying MIB MiB to a server
+//!                       thread; prints `bulk: B bytes in T ns`
 //!   sleep:MS
 use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
 
@@ -311,6 +316,73 @@ fn run(op: &str) -> Result<(), String> {
             if st != 0 {
                 return Err(format!("{op}: the server child failed ({st})"));
             }
+            Ok(())
+        }
+        "tcploop" => {
+            use std::io::{Read, Write};
+            let n = num(1)?;
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(e)?;
+            let addr = listener.local_addr().map_err(e)?;
+            let server = std::thread::spawn(move || -> std::io::Result<()> {
+                for _ in 0..n {
+                    let (mut c, _) = listener.accept()?;
+                    let mut buf = [0u8; 100];
+                    c.read_exact(&mut buf)?;
+                    c.write_all(&buf)?;
+                }
+                Ok(())
+            });
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let mut c = std::net::TcpStream::connect(addr).map_err(e)?;
+                c.write_all(&[b'x'; 100]).map_err(e)?;
+                let mut buf = [0u8; 100];
+                c.read_exact(&mut buf).map_err(e)?;
+            }
+            let elapsed = t.elapsed().as_nanos();
+            server
+                .join()
+                .map_err(|_| format!("{op}: server thread panicked"))?
+                .map_err(e)?;
+            println!("tcploop: {n} connections in {elapsed} ns");
+            Ok(())
+        }
+        "bulk" => {
+            use std::io::{Read, Write};
+            let total = num(1)? << 20;
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(e)?;
+            let addr = listener.local_addr().map_err(e)?;
+            let server = std::thread::spawn(move || -> std::io::Result<usize> {
+                let (mut c, _) = listener.accept()?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut got = 0;
+                loop {
+                    match c.read(&mut buf)? {
+                        0 => return Ok(got),
+                        k => got += k,
+                    }
+                }
+            });
+            let chunk = vec![b'b'; 1 << 20];
+            let t = std::time::Instant::now();
+            let mut c = std::net::TcpStream::connect(addr).map_err(e)?;
+            let mut sent = 0;
+            while sent < total {
+                c.write_all(&chunk).map_err(e)?;
+                sent += chunk.len();
+            }
+            drop(c);
+            let got = server
+                .join()
+                .map_err(|_| format!("{op}: server thread panicked"))?
+                .map_err(e)?;
+            let elapsed = t.elapsed().as_nanos();
+            if got != total {
+                return Err(format!("{op}: server received {got} of {total} bytes"));
+            }
+            println!("bulk: {total} bytes in {elapsed} ns");
             Ok(())
         }
         "serve" => {
