@@ -190,9 +190,9 @@ fn network_bench(
     )?;
     writeln!(
         md,
-        "| network events per run (2 Opens and 2 Closes per connection) | {:.0} | {} |",
+        "| network events per run (2 Opens and 2 Closes per connection, Bind and Listen per listener) | {:.0} | {} |",
         median(events),
-        4 * (conns + 1)
+        4 * (conns + 1) + 4
     )?;
     writeln!(md, "| lost events (all rounds) | {lost} | 0 |")?;
     Ok(md)
