@@ -335,3 +335,67 @@ fn unix_stream_sockets_with_path_abstract_name_peer_pid_and_bytes() {
         }
     }
 }
+
+/// Non-blocking connects (their outcome arrives from the handshake, not the syscall),
+/// a reset, and a connect that fails for lack of a route or answer.
+#[test]
+fn nonblocking_connects_resets_and_failures_carry_their_outcome() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let ops = [
+        "nbtcp:127.0.0.1:10:20",
+        "nbrefused:127.0.0.1",
+        "reset:127.0.0.1",
+        "unreachable",
+    ];
+    let mut cmd = vec![WORKLOAD];
+    cmd.extend(ops);
+    let run = record(&d, &[], &cmd, &d);
+    assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+    let pid = run.workload_pid(&ops.join(" "));
+    let stdout = String::from_utf8_lossy(&run.out.stdout);
+    let errno: i32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("unreachable: errno "))
+        .expect("the workload says which error it got")
+        .parse()
+        .unwrap();
+    // Connect events of the workload process, in order: nbtcp's Open, nbrefused's
+    // Refuse, reset's Open, unreachable's Fail.
+    let connects: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| {
+            e.class_uid == 4001
+                && e.actor.pid == pid
+                && e.groundtruth.syscall.as_deref() == Some("connect")
+        })
+        .collect();
+    let kinds: Vec<&str> = connects.iter().map(|e| &*e.activity_name).collect();
+    assert_eq!(kinds, ["Open", "Refuse", "Open", "Fail"], "{connects:#?}");
+    assert_eq!(connects[1].groundtruth.errno, Some(111));
+    assert_eq!(connects[3].groundtruth.errno, Some(errno));
+    let d3 = connects[3].network.as_ref().unwrap().dst.as_ref().unwrap();
+    assert_eq!((d3.ip.as_str(), d3.port), ("2001:db8::1", 9));
+    // The non-blocking connection carried its bytes.
+    let first = connects[0].groundtruth.connection_id;
+    let close = net(&run, "Close")
+        .into_iter()
+        .find(|e| e.groundtruth.connection_id == first)
+        .expect("close of the non-blocking connection");
+    let n = close.network.as_ref().unwrap();
+    assert_eq!((n.bytes_out, n.bytes_in), (Some(10), Some(20)));
+    // The reset: the client's end closes as Reset.
+    let reset_id = connects[2].groundtruth.connection_id;
+    let end = run
+        .events
+        .iter()
+        .find(|e| {
+            e.class_uid == 4001 && e.groundtruth.connection_id == reset_id && e.activity_id != 1
+        })
+        .expect("end of the reset connection");
+    assert_eq!(&*end.activity_name, "Reset", "{end:#?}");
+}

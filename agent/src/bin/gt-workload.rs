@@ -33,6 +33,12 @@
 //!                       connection, read N bytes, write M bytes, close
 //!   connect:ADDR:FILE:N:M  wait (up to 10 s) for FILE, connect to ADDR at that port,
 //!                       write N bytes, read M bytes, close
+//!   nbtcp:ADDR:N:M      as tcp, with a non-blocking connect (std's connect_timeout)
+//!   nbrefused:ADDR      a non-blocking connect to a port nothing listens on
+//!   reset:ADDR          the server child accepts and closes with SO_LINGER 0 (a reset);
+//!                       the client reads and expects ECONNRESET or end of stream
+//!   unreachable         a connect to [2001:db8::1]:9 (the documentation prefix) with one
+//!                       SYN retry: fails with ETIMEDOUT, ENETUNREACH or EHOSTUNREACH
 //!   tcploop:N           N short loopback TCP connections (connect, send 100 B, receive
 //!                       100 B, close) to a server thread; prints `tcploop: N
 //!                       connections in T ns`
@@ -432,6 +438,129 @@ fn run(op: &str) -> Result<(), String> {
             let mut buf = vec![0u8; m];
             c.read_exact(&mut buf).map_err(e)?;
             Ok(())
+        }
+        "nbtcp" | "reset" => {
+            use std::io::{Read, Write};
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            let reset = parts[0] == "reset";
+            let (n, m) = if reset { (0, 0) } else { (num(2)?, num(3)?) };
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let listener = std::net::TcpListener::bind((addr, 0)).map_err(e)?;
+            let to = listener.local_addr().map_err(e)?;
+            // SAFETY: fork in a single-threaded program; the child serves and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = (|| -> std::io::Result<()> {
+                    let (mut c, _) = listener.accept()?;
+                    if reset {
+                        use std::os::fd::AsRawFd;
+                        let l = libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        // SAFETY: valid socket and option.
+                        unsafe {
+                            libc::setsockopt(
+                                c.as_raw_fd(),
+                                libc::SOL_SOCKET,
+                                libc::SO_LINGER,
+                                &l as *const _ as *const _,
+                                std::mem::size_of::<libc::linger>() as u32,
+                            )
+                        };
+                        return Ok(());
+                    }
+                    let mut buf = vec![0u8; n];
+                    c.read_exact(&mut buf)?;
+                    c.write_all(&vec![b's'; m])?;
+                    Ok(())
+                })();
+                // SAFETY: leaving the child without running the parent's destructors.
+                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
+            }
+            drop(listener);
+            let result = (|| -> Result<(), String> {
+                let mut c =
+                    std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))
+                        .map_err(e)?;
+                if reset {
+                    let mut b = [0u8; 1];
+                    return match c.read(&mut b) {
+                        Ok(0) => Ok(()),
+                        Err(x) if x.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+                        other => Err(format!("{op}: expected a reset, got {other:?}")),
+                    };
+                }
+                c.write_all(&vec![b'c'; n]).map_err(e)?;
+                let mut buf = vec![0u8; m];
+                c.read_exact(&mut buf).map_err(e)?;
+                Ok(())
+            })();
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            result?;
+            if st != 0 {
+                return Err(format!("{op}: the server child failed ({st})"));
+            }
+            Ok(())
+        }
+        "nbrefused" => {
+            let addr: std::net::IpAddr = arg(1)?
+                .replace('_', ":")
+                .parse()
+                .map_err(|e| format!("{op}: address: {e}"))?;
+            let to = std::net::TcpListener::bind((addr, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("{op}: {e}"))?;
+            match std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                other => Err(format!("{op}: expected ECONNREFUSED, got {other:?}")),
+            }
+        }
+        "unreachable" => {
+            // SAFETY: plain socket calls on a descriptor this block owns.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
+                if fd < 0 {
+                    return Err(format!("{op}: {}", std::io::Error::last_os_error()));
+                }
+                let one: libc::c_int = 1;
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_SYNCNT,
+                    &one as *const _ as *const _,
+                    4,
+                );
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                addr[15] = 1;
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as u16,
+                    sin6_port: 9u16.to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr { s6_addr: addr },
+                    sin6_scope_id: 0,
+                };
+                let r = libc::connect(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                );
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                match (r, err.raw_os_error()) {
+                    (-1, Some(n @ (libc::ETIMEDOUT | libc::ENETUNREACH | libc::EHOSTUNREACH))) => {
+                        println!("unreachable: errno {n}");
+                        Ok(())
+                    }
+                    _ => Err(format!("{op}: expected a failure, got {r} ({err})")),
+                }
+            }
         }
         "refused" => {
             let addr: std::net::IpAddr = arg(1)?
