@@ -257,8 +257,14 @@ pub struct Decoder {
     /// Open connections: kernel socket address -> connection id. The address itself is
     /// never written (it would leak kernel layout into the trail).
     connections: HashMap<u64, (u64, NetAddrs, Option<String>)>,
+    /// Recently exited processes (at most [`EXITED_KEPT`], oldest dropped first).
+    exited: HashMap<u32, Proc>,
+    exited_order: std::collections::VecDeque<u32>,
     next_connection: u64,
 }
+
+/// How many exited processes the decoder remembers for rows that arrive after the exit.
+const EXITED_KEPT: usize = 4096;
 
 /// CPU value of events synthesized by the agent from kernel state.
 pub const AGENT_CPU: u32 = u32::MAX;
@@ -272,6 +278,8 @@ impl Decoder {
             fds: HashMap::new(),
             agent_seq: 0,
             connections: HashMap::new(),
+            exited: HashMap::new(),
+            exited_order: std::collections::VecDeque::new(),
             next_connection: 0,
         }
     }
@@ -410,7 +418,7 @@ impl Decoder {
                 flow.first_ns,
             ),
         };
-        let proc_ = self.procs.get(&o.tgid).cloned().unwrap_or_default();
+        let proc_ = self.proc_info(o.tgid);
         let name = self.comm(o.tgid, &o.comm);
         self.agent_seq += 1;
         Event {
@@ -512,6 +520,15 @@ impl Decoder {
         }
     }
 
+    /// What is known of a process: running, or exited recently.
+    fn proc_info(&self, pid: u32) -> Proc {
+        self.procs
+            .get(&pid)
+            .or_else(|| self.exited.get(&pid))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn new_connection(&mut self) -> u64 {
         self.next_connection += 1;
         self.next_connection
@@ -546,7 +563,11 @@ impl Decoder {
 
     /// The process's `comm` as shared text, made once per name change.
     fn comm(&mut self, pid: u32, c: &[u8; agent_common::COMM_LEN]) -> Shared {
-        let p = self.procs.entry(pid).or_default();
+        let p = match self.exited.get_mut(&pid) {
+            // Rows after its exit: do not resurrect the process as a running one.
+            Some(p) if !self.procs.contains_key(&pid) => p,
+            _ => self.procs.entry(pid).or_default(),
+        };
         match &p.comm {
             Some((bytes, text)) if bytes == c => text.clone(),
             _ => {
@@ -566,7 +587,7 @@ impl Decoder {
     ) -> Event {
         let h = &r.header;
         let name_text = self.comm(h.pid, &h.comm);
-        let p = self.procs.get(&h.pid).cloned().unwrap_or_default();
+        let p = self.proc_info(h.pid);
         let failed = r.ret < 0 && h.op != op::EXIT;
         Event {
             time_ns: (h.boot_ns as i64).saturating_add(self.boot_to_wall_ns),
@@ -690,7 +711,18 @@ impl Decoder {
                     exit_signal: (sig != 0).then_some(sig),
                     ..Default::default()
                 });
-                self.procs.remove(&h.pid);
+                // Kept a while: a connection of the process can close after it exited
+                // (TCP finishes in the kernel), and its rows still name the process.
+                if let Some(p) = self.procs.remove(&h.pid) {
+                    if self.exited.len() >= EXITED_KEPT {
+                        if let Some(old) = self.exited_order.pop_front() {
+                            self.exited.remove(&old);
+                        }
+                    }
+                    if self.exited.insert(h.pid, p).is_none() {
+                        self.exited_order.push_back(h.pid);
+                    }
+                }
                 e
             }
             op::OPEN => {
@@ -1027,6 +1059,33 @@ mod tests {
         assert_eq!(e.groundtruth.errno, Some(2));
         assert_eq!(e.status_id, status::FAILURE);
         assert_eq!(e.file.unwrap().path.as_deref(), Some("/nothere"));
+    }
+
+    #[test]
+    fn rows_after_a_process_exited_still_name_its_command() {
+        let mut d = Decoder::new(0, vec![]);
+        d.seed(
+            7,
+            Some("server --port 80".into()),
+            Some("/usr/bin/server".into()),
+        );
+        d.decode(&record(&raw(op::EXIT), b"")).unwrap();
+        let a = NetAddrs {
+            family: AF_INET,
+            protocol: 6,
+            ..Default::default()
+        };
+        // A TCP connection of pid 7 closing after its exit, attributed to it.
+        let close = d
+            .decode(&net_record(op::NET_CLOSE, ev_flag::INBOUND, 0x42, &a))
+            .unwrap();
+        assert_eq!(close.actor.cmd_line.as_deref(), Some("server --port 80"));
+        assert_eq!(&*close.actor.name, "tester");
+        // A new process reusing the pid is not mistaken for the old one.
+        let mut exec = raw(op::EXEC);
+        exec.strs[1] = sref(0, 4, str_kind::ARGV);
+        let e = d.decode(&record(&exec, b"new\0")).unwrap();
+        assert_eq!(e.actor.cmd_line.as_deref(), Some("new"));
     }
 
     #[test]
