@@ -95,15 +95,16 @@ pub fn opened(sk: u64, fd: i64, ret: i64, inbound: bool, service: u32, task: u64
     } else {
         op::NET_CONNECT
     };
-    emit(kind, sk, addr_sk, fd, ret, flags, &conn);
-    if ret < 0 {
-        return;
-    }
     // An entry for this address is a socket that was freed without a close() we saw
     // (its owner exited before the agent reported it, and the memory was reused):
-    // report its end now, as implicit, before the new one takes the key.
+    // report its end first, as implicit, so that the agent pairs it with its own Open.
     // SAFETY: copied out.
-    if let Some(stale) = (unsafe { UNIX_SOCKS.get(&sk) }).copied() {
+    let stale = if ret >= 0 {
+        unsafe { UNIX_SOCKS.get(&sk) }.copied()
+    } else {
+        None
+    };
+    if let Some(stale) = stale {
         emit(
             op::NET_CLOSE,
             sk,
@@ -113,6 +114,10 @@ pub fn opened(sk: u64, fd: i64, ret: i64, inbound: bool, service: u32, task: u64
             stale.owner.flags | ev_flag::IMPLICIT_CLOSE,
             &stale,
         );
+    }
+    emit(kind, sk, addr_sk, fd, ret, flags, &conn);
+    if ret < 0 {
+        return;
     }
     if UNIX_SOCKS.insert(&sk, &conn, 0).is_err() {
         count(stat::SOCK_FULL);
