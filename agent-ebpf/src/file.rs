@@ -437,8 +437,20 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         return;
     }
     // SAFETY: copied out immediately.
-    let Some(info) = (unsafe { FILES.get(&cur) }).copied() else {
-        // Not a file a tracked process opened: a connected UDP socket's datagram?
+    let (ino, dev) = kernel::file_ino_dev(cur);
+    // SAFETY: copied out immediately.
+    let known = match (unsafe { FILES.get(&cur) }).copied() {
+        Some(info) if info.inode == ino && info.dev == dev => true,
+        Some(_) => {
+            // The address now belongs to another file: the entry is stale.
+            let _ = FILES.remove(&cur);
+            false
+        }
+        None => false,
+    };
+    if !known {
+        // Not a file a tracked process opened: a unix connection's bytes, or a
+        // connected UDP socket's datagram?
         if bytes > 0 {
             if let Ok(sk) = kernel::file_sock(cur) {
                 if !crate::unix::add_bytes(sk, bytes, write) && crate::udp::is_udp(sk) {
@@ -446,11 +458,6 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
                 }
             }
         }
-        return;
-    };
-    let (ino, dev) = kernel::file_ino_dev(cur);
-    if ino != info.inode || dev != info.dev {
-        // The address now belongs to another file.
         return;
     }
     let mut state = FdState {
