@@ -37,6 +37,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Make a long-term Ed25519 key for --sign-key: the secret seed goes to FILE
+    /// (mode 0400, refused if FILE exists), the public key to FILE.pub and stdout.
+    ///
+    /// Keep FILE.pub where verifiers can get it: `groundtruth verify DIR --pubkey FILE.pub`.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Launch CMD and record its process tree until it exits, and/or record running
     /// services selected with --service NAME=SELECTOR.
     ///
@@ -79,9 +87,24 @@ enum Cmd {
         /// counted as lost and reported, never silently dropped.
         #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring)]
         ring_size: u32,
-        /// Start a new Parquet segment after this many events.
+        /// Start a new Parquet segment after this many events...
         #[arg(long, value_name = "N", default_value_t = 4 << 20)]
         segment_events: usize,
+        /// ... or this many MiB...
+        #[arg(long, value_name = "MIB", default_value_t = 256)]
+        segment_mib: u64,
+        /// ... or this many seconds (each closed segment is sealed: docs/seal.md).
+        #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+        segment_seconds: f64,
+        /// Certify the run's first seal key with this long-term Ed25519 key (64 hex
+        /// characters, as `groundtruth-agent keygen` writes; the file must be owned by
+        /// root and readable by root only, or the agent refuses).
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+        /// Append the chain head to FILE at every seal (`RUN_ID SEQ HEAD` lines): an
+        /// outside copy for `groundtruth verify --anchor FILE`.
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
         /// The command and its arguments (after `--`); optional when services are
         /// selected with --service NAME=SELECTOR.
         #[arg(last = true, value_name = "CMD")]
@@ -104,6 +127,16 @@ fn parse_ring(s: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Keygen { out } => match keygen(&out) {
+            Ok(public) => {
+                println!("{public}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("groundtruth-agent: error: {e:#}");
+                ExitCode::from(125)
+            }
+        },
         Cmd::Record {
             out,
             service,
@@ -111,6 +144,10 @@ fn main() -> ExitCode {
             wait_all,
             ring_size,
             segment_events,
+            segment_mib,
+            segment_seconds,
+            sign_key,
+            anchor,
             command,
             duration,
             flow_report_interval,
@@ -149,6 +186,15 @@ fn main() -> ExitCode {
                 wait_all,
                 ring_bytes: ring_size * 1024 * 1024,
                 segment_rows: segment_events.max(1),
+                segment_bytes: segment_mib.max(1) << 20,
+                segment_age: if segment_seconds.is_finite() && segment_seconds > 0.0 {
+                    std::time::Duration::from_secs_f64(segment_seconds)
+                } else {
+                    eprintln!("groundtruth-agent: error: --segment-seconds {segment_seconds}: expected a positive number");
+                    return ExitCode::from(2);
+                },
+                sign_key,
+                anchor,
                 command,
             };
             match record::record(opts) {
@@ -167,4 +213,28 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let key = trail::seal::new_key().context("drawing a key")?;
+    let public = trail::seal::hex(key.verifying_key().as_bytes());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(out)
+        .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+    writeln!(f, "{}", trail::seal::hex(key.as_bytes()))?;
+    f.sync_all()?;
+    let pub_path = std::path::PathBuf::from(format!("{}.pub", out.display()));
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", pub_path.display()))?;
+    eprintln!(
+        "groundtruth-agent: secret key in {} (mode 0400), public key in {}",
+        out.display(),
+        pub_path.display()
+    );
+    Ok(public)
 }

@@ -37,6 +37,12 @@ pub struct RecordOptions {
     pub wait_all: bool,
     pub ring_bytes: u32,
     pub segment_rows: usize,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    /// Long-term key certifying the run's first seal key.
+    pub sign_key: Option<PathBuf>,
+    /// File the chain head is appended to at every seal.
+    pub anchor: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
 
@@ -51,6 +57,8 @@ pub struct Summary {
     /// Other kernel-side problems by name (read errors, map full, ...).
     pub kernel_stats: BTreeMap<&'static str, u64>,
     pub files: Vec<PathBuf>,
+    /// The chain head after the final seal.
+    pub head: String,
     pub still_running: Vec<(u32, String)>,
     pub exit_code: i32,
     /// CPU time the agent itself used (user + system), ns, in all.
@@ -272,9 +280,34 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     };
     let wopts = WriterOptions {
         segment_rows: opts.segment_rows,
+        segment_bytes: opts.segment_bytes,
+        segment_age: opts.segment_age,
         ..Default::default()
     };
-    let writer = TrailWriter::create(&opts.out, run, wopts)?;
+    let long_term = match &opts.sign_key {
+        Some(p) => Some(trail::seal::read_signing_key(p).map_err(|e| {
+            anyhow::anyhow!("--sign-key {e}; the agent refuses a signing key others can read")
+        })?),
+        None => None,
+    };
+    let writer = TrailWriter::create_sealed(
+        &opts.out,
+        run,
+        wopts,
+        trail::SealOptions {
+            long_term,
+            anchor: opts.anchor.clone(),
+        },
+    )?;
+    eprintln!(
+        "groundtruth-agent: sealing with first key {}{}",
+        writer.first_key(),
+        if opts.sign_key.is_some() {
+            " (certified by --sign-key)"
+        } else {
+            ""
+        }
+    );
     let mut decoder = Decoder::new(boot_to_wall(), services.clone());
     install_signal_handlers();
 
@@ -360,6 +393,10 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         unsafe { libc::poll(&mut pfd, 1, loader::POLL_MS) };
         while let Some(item) = ring.next() {
             sink.handle(&item)?;
+        }
+        sink.writer.tick()?;
+        for (name, head) in sink.writer.take_sealed() {
+            eprintln!("groundtruth-agent: sealed {name}, chain head {head}");
         }
         if let (Some(child), None) = (child, child_status) {
             let mut status = 0;
@@ -448,7 +485,13 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     }
     writer.set_lost(summary.lost.clone());
     writer.set_produced(produced);
-    summary.files = writer.finish()?;
+    let fin = writer.finish()?;
+    for (name, head) in &fin.sealed {
+        eprintln!("groundtruth-agent: sealed {name}, chain head {head}");
+    }
+    eprintln!("groundtruth-agent: final seal, chain head {}", fin.head);
+    summary.files = fin.files;
+    summary.head = fin.head;
     summary.still_running = live
         .iter()
         .filter(|p| Some(**p) != child.map(|c| c as u32) || child_status.is_none())
@@ -492,6 +535,9 @@ impl Summary {
                 " [lost per CPU: {}; ring buffer full, see --ring-size]",
                 per.join(" ")
             ));
+        }
+        if !self.head.is_empty() {
+            s.push_str(&format!(", chain head {}", self.head));
         }
         s.push_str(&format!(
             ", agent cpu {} ms (loading {} ms)",

@@ -8,11 +8,13 @@
 pub mod event;
 pub mod reader;
 pub mod schema;
+pub mod seal;
+pub mod verify;
 pub mod writer;
 
 pub use event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
 pub use reader::{read_trail, segment_paths, Segment};
-pub use writer::{RunInfo, TrailWriter, WriterOptions};
+pub use writer::{Finished, RunInfo, SealOptions, TrailWriter, WriterOptions};
 
 /// Footer metadata keys.
 pub mod meta {
@@ -36,6 +38,9 @@ pub mod meta {
     pub const PRODUCED: &str = "groundtruth.produced";
     /// Total lost events since the start of the run when the segment was closed.
     pub const LOST_TOTAL: &str = "groundtruth.lost_total";
+    /// Hex SHA-256 of the seal record before this segment's (the chain head when the
+    /// segment was closed): a file taken out of its trail still names its place.
+    pub const PREV_SEAL: &str = "groundtruth.prev_seal";
     /// The value of [`FORMAT`].
     pub const FORMAT_VERSION: &str = "groundtruth-trail/1";
 }

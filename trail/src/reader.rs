@@ -172,6 +172,7 @@ mod tests {
             batch_rows: 7,
             segment_rows: 20,
             zstd_level: 1,
+            ..Default::default()
         };
         let mut w = TrailWriter::create(dir.path(), run, opts).unwrap();
         let events: Vec<Event> = (0..50).map(sample).collect();
@@ -179,7 +180,7 @@ mod tests {
             w.push(e.clone()).unwrap();
         }
         w.set_lost([(1u32, 5u64)].into());
-        let paths = w.finish().unwrap();
+        let paths = w.finish().unwrap().files;
         assert_eq!(paths.len(), 3, "50 rows at 20 rows per segment");
         let segs = read_trail(dir.path()).unwrap();
         let back: Vec<Event> = segs.iter().flat_map(|s| s.events.clone()).collect();
@@ -205,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let w =
             TrailWriter::create(dir.path(), RunInfo::default(), WriterOptions::default()).unwrap();
-        assert_eq!(w.finish().unwrap().len(), 1);
+        assert_eq!(w.finish().unwrap().files.len(), 1);
         let segs = read_trail(dir.path()).unwrap();
         assert!(segs[0].events.is_empty());
     }

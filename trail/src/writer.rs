@@ -16,6 +16,36 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// A file whose bytes are hashed as they are written (Parquet writes sequentially), so
+/// that sealing a segment does not read it back.
+pub struct HashingFile {
+    file: File,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Sealing settings (docs/seal.md).
+#[derive(Default)]
+pub struct SealOptions {
+    /// Long-term key that certifies the run's first key (`--sign-key`).
+    pub long_term: Option<ed25519_dalek::SigningKey>,
+    /// File the chain head is appended to at every seal (`--anchor`).
+    pub anchor: Option<PathBuf>,
+}
+
 /// Facts about the run, written into every segment footer.
 #[derive(Clone, Debug, Default)]
 pub struct RunInfo {
@@ -29,8 +59,12 @@ pub struct RunInfo {
 pub struct WriterOptions {
     /// Rows per record batch (and row group granularity).
     pub batch_rows: usize,
-    /// A new segment is started after this many rows.
+    /// A new segment is started after this many rows,
     pub segment_rows: usize,
+    /// ... or once it holds this many bytes (written and buffered),
+    pub segment_bytes: u64,
+    /// ... or once it has been open this long (checked on push and [`TrailWriter::tick`]).
+    pub segment_age: std::time::Duration,
     pub zstd_level: i32,
 }
 
@@ -39,6 +73,8 @@ impl Default for WriterOptions {
         Self {
             batch_rows: 16384,
             segment_rows: 4 << 20,
+            segment_bytes: 256 << 20,
+            segment_age: std::time::Duration::from_secs(300),
             zstd_level: 3,
         }
     }
@@ -56,7 +92,8 @@ const DICTIONARY_COLUMNS: [&str; 7] = [
 ];
 
 struct Open {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<HashingFile>,
+    opened: std::time::Instant,
     tmp: PathBuf,
     path: PathBuf,
     rows: usize,
@@ -78,12 +115,36 @@ pub struct TrailWriter {
     lost: BTreeMap<u32, u64>,
     /// Events numbered per CPU by the kernel, as last reported by the caller.
     produced: BTreeMap<u32, u64>,
+    sealer: crate::seal::Sealer,
+    first_key: String,
+    /// Heads printed by the caller: (segment file, chain head after its seal).
+    sealed: Vec<(String, String)>,
 }
 
 impl TrailWriter {
-    /// Start a trail in `dir`, which must exist and be empty.
+    /// Start a trail in `dir`, which must exist and be empty: writes the seal log's
+    /// genesis record.
     pub fn create(dir: &Path, run: RunInfo, opts: WriterOptions) -> Result<Self, TrailError> {
+        Self::create_sealed(dir, run, opts, SealOptions::default())
+    }
+
+    pub fn create_sealed(
+        dir: &Path,
+        run: RunInfo,
+        opts: WriterOptions,
+        seal: SealOptions,
+    ) -> Result<Self, TrailError> {
+        let (sealer, first_key) =
+            crate::seal::Sealer::create(dir, &run, seal.long_term.as_ref(), seal.anchor).map_err(
+                |source| TrailError::Io {
+                    path: dir.join(crate::seal::SEALS_FILE),
+                    source,
+                },
+            )?;
         Ok(Self {
+            sealer,
+            first_key,
+            sealed: Vec::new(),
             dir: dir.to_path_buf(),
             run,
             opts,
@@ -105,6 +166,42 @@ impl TrailWriter {
     /// Record how many events each CPU's kernel sequence counter numbered.
     pub fn set_produced(&mut self, produced: BTreeMap<u32, u64>) {
         self.produced = produced;
+    }
+
+    /// The public key that signs the first seal (hex): print it, keep it.
+    pub fn first_key(&self) -> &str {
+        &self.first_key
+    }
+
+    /// Current chain head (hex SHA-256 of the last seal record).
+    pub fn head(&self) -> String {
+        self.sealer.head()
+    }
+
+    /// Segments sealed since the last call, with the chain head after each.
+    pub fn take_sealed(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// Close the open segment if it is older than the age limit (call periodically:
+    /// an idle recording still seals what it has).
+    pub fn tick(&mut self) -> Result<(), TrailError> {
+        if !self.buf.is_empty()
+            && self
+                .open
+                .as_ref()
+                .is_none_or(|o| o.opened.elapsed() >= self.opts.segment_age)
+        {
+            self.flush_batch()?;
+        }
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.opened.elapsed() >= self.opts.segment_age)
+        {
+            self.close_segment()?;
+        }
+        Ok(())
     }
 
     pub fn push(&mut self, ev: Event) -> Result<(), TrailError> {
@@ -146,7 +243,11 @@ impl TrailWriter {
         let name = format!("segment-{:06}.parquet", self.next_index);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.partial"));
-        let file = Self::io(&tmp, File::create(&tmp))?;
+        let file = HashingFile {
+            file: Self::io(&tmp, File::create(&tmp))?,
+            hasher: Default::default(),
+            bytes: 0,
+        };
         let level = ZstdLevel::try_new(self.opts.zstd_level).unwrap_or_default();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
@@ -170,6 +271,7 @@ impl TrailWriter {
         )?;
         self.open = Some(Open {
             writer,
+            opened: std::time::Instant::now(),
             tmp,
             path,
             rows: 0,
@@ -202,7 +304,11 @@ impl TrailWriter {
         open.rows += self.buf.len();
         self.total_rows += self.buf.len() as u64;
         self.buf.clear();
-        if open.rows >= self.opts.segment_rows {
+        let size = open.writer.bytes_written() as u64 + open.writer.in_progress_size() as u64;
+        if open.rows >= self.opts.segment_rows
+            || size >= self.opts.segment_bytes
+            || open.opened.elapsed() >= self.opts.segment_age
+        {
             self.close_segment()?;
         }
         Ok(())
@@ -228,6 +334,7 @@ impl TrailWriter {
             (meta::KERNEL, self.run.kernel.clone()),
             (meta::AGENT_VERSION, self.run.agent_version.clone()),
             (meta::SEGMENT, (self.next_index - 1).to_string()),
+            (meta::PREV_SEAL, self.sealer.head()),
             (meta::EVENTS, open.rows.to_string()),
             (meta::TIME_MIN, open.time_min.to_string()),
             (meta::TIME_MAX, open.time_max.to_string()),
@@ -247,9 +354,39 @@ impl TrailWriter {
                 .append_key_value_metadata(KeyValue::new(k.to_string(), v));
         }
         let file = Self::pq(&open.tmp, open.writer.into_inner())?;
-        Self::io(&open.tmp, file.sync_all())?;
-        drop(file);
+        Self::io(&open.tmp, file.file.sync_all())?;
+        let digest = {
+            use sha2::Digest;
+            file.hasher.finalize()
+        };
+        let bytes = file.bytes;
+        drop(file.file);
         Self::io(&open.path, std::fs::rename(&open.tmp, &open.path))?;
+        let name = open
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lost: BTreeMap<String, u64> =
+            self.lost.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+        let head = self
+            .sealer
+            .seal_segment(crate::seal::SegmentSeal {
+                index: self.next_index - 1,
+                file: name.clone(),
+                sha256: crate::seal::hex(&digest),
+                bytes,
+                rows: open.rows as u64,
+                time_min_ns: if open.rows > 0 { open.time_min } else { 0 },
+                time_max_ns: if open.rows > 0 { open.time_max } else { 0 },
+                seq_ranges: seq,
+                lost,
+            })
+            .map_err(|source| TrailError::Io {
+                path: self.sealer.path().to_path_buf(),
+                source,
+            })?;
+        self.sealed.push((name, head));
         self.written.push(open.path);
         Ok(())
     }
@@ -257,12 +394,38 @@ impl TrailWriter {
     /// Write what is buffered, close the last segment and return the segment paths.
     /// A run with no event still writes one (empty) segment, so that the trail records
     /// the run's metadata and lost counts.
-    pub fn finish(mut self) -> Result<Vec<PathBuf>, TrailError> {
+    /// Write what is buffered, seal the last segment, and write the final seal of a
+    /// clean stop. Returns the segment paths and the final chain head.
+    pub fn finish(mut self) -> Result<Finished, TrailError> {
         self.flush_batch()?;
         if self.written.is_empty() && self.open.is_none() {
             self.open_segment()?;
         }
         self.close_segment()?;
-        Ok(self.written)
+        let head = self
+            .sealer
+            .finish(crate::seal::Totals {
+                segments: self.written.len() as u32,
+                rows: self.total_rows,
+                lost: self.lost.values().sum(),
+            })
+            .map_err(|source| TrailError::Io {
+                path: self.sealer.path().to_path_buf(),
+                source,
+            })?;
+        Ok(Finished {
+            files: self.written,
+            sealed: self.sealed,
+            head,
+        })
     }
+}
+
+/// What [`TrailWriter::finish`] wrote.
+pub struct Finished {
+    pub files: Vec<PathBuf>,
+    /// Segments sealed since the last [`TrailWriter::take_sealed`], with heads.
+    pub sealed: Vec<(String, String)>,
+    /// The chain head after the final seal.
+    pub head: String,
 }

@@ -104,6 +104,8 @@ fn demo() -> anyhow::Result<()> {
     if !status.success() {
         bail!("recording failed: {status}");
     }
+    eprintln!("\n== verifying the sealed trail ==");
+    run(Command::new(bin.join("groundtruth")).arg("verify").arg(&trail))?;
     eprintln!("\n== what the kernel saw in the scenario's working directory ==");
     run(Command::new(bin.join("groundtruth"))
         .arg("events")
