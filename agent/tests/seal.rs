@@ -77,43 +77,47 @@ fn sigkill_leaves_sealed_segments_valid_and_the_tail_unsealed() {
     if !privileged() {
         return;
     }
-    let tmp = tempdir();
-    let d = tmp.path().canonicalize().unwrap();
-    let out = d.join("trail");
-    let mut agent = Command::new(AGENT)
-        .args(["record", "--segment-events", "100", "--out"])
-        .arg(&out)
-        .arg("--")
-        .arg(WORKLOAD)
-        .args(["loop:250", "sleep:10000"])
-        .current_dir(&d)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
-    let mut sealed = 0;
-    while sealed < 3 {
-        let l = lines.next().expect("agent output").unwrap();
-        if l.contains(": sealed segment-") {
-            sealed += 1;
+    // Killed at different moments: after the first seal, later, and mid-workload.
+    for (n, after) in [1usize, 2, 5].into_iter().enumerate() {
+        let tmp = tempdir();
+        let d = tmp.path().canonicalize().unwrap();
+        let out = d.join("trail");
+        let workload = format!("loop:{}", 250 + 50 * n);
+        let mut agent = Command::new(AGENT)
+            .args(["record", "--segment-events", "100", "--out"])
+            .arg(&out)
+            .arg("--")
+            .arg(WORKLOAD)
+            .args([workload.as_str(), "sleep:10000"])
+            .current_dir(&d)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+        let mut sealed = 0;
+        while sealed < after {
+            let l = lines.next().expect("agent output").unwrap();
+            if l.contains(": sealed segment-") {
+                sealed += 1;
+            }
         }
+        // SAFETY: killing the agent we started.
+        unsafe { libc::kill(agent.id() as i32, libc::SIGKILL) };
+        agent.wait().unwrap();
+        let r = verify(&out, &Expect::default()).unwrap();
+        assert!(r.segments_valid as usize >= after, "{r:#?}");
+        assert!(!r.complete);
+        assert!(
+            r.problems.iter().all(|p| p.kind == Kind::UnsealedTail),
+            "only the tail is unsealed: {:#?}",
+            r.problems
+        );
+        // The workload outlives the killed agent: stop it.
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("gt-workload {workload} sleep:10000")])
+            .status();
     }
-    // SAFETY: killing the agent we started.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGKILL) };
-    agent.wait().unwrap();
-    let r = verify(&out, &Expect::default()).unwrap();
-    assert!(r.segments_valid >= 3, "{r:#?}");
-    assert!(!r.complete);
-    assert!(
-        r.problems.iter().all(|p| p.kind == Kind::UnsealedTail),
-        "only the tail is unsealed: {:#?}",
-        r.problems
-    );
-    // The workload outlives the killed agent: stop it.
-    let _ = Command::new("pkill")
-        .args(["-f", "gt-workload loop:250 sleep:10000"])
-        .status();
 }
 
 #[test]

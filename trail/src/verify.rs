@@ -400,9 +400,8 @@ pub fn verify(dir: &Path, expect: &Expect) -> std::io::Result<Report> {
             );
             continue;
         }
-        let bytes = std::fs::read(dir.join(name))?;
-        let digest = seal::hex(&seal::sha256(&bytes));
-        if digest != s.sha256 || bytes.len() as u64 != s.bytes {
+        let (digest, len) = hash_file(&dir.join(name))?;
+        if digest != s.sha256 || len != s.bytes {
             let foreign = footer_run_id(&dir.join(name)).filter(|id| *id != run_id);
             match foreign {
                 Some(other) => problem(
@@ -418,10 +417,8 @@ pub fn verify(dir: &Path, expect: &Expect) -> std::io::Result<Report> {
                     Some(name),
                     Some(*index),
                     format!(
-                        "SHA-256 {digest} ({} bytes), sealed as {} ({} bytes)",
-                        bytes.len(),
-                        s.sha256,
-                        s.bytes
+                        "SHA-256 {digest} ({len} bytes), sealed as {} ({} bytes)",
+                        s.sha256, s.bytes
                     ),
                 ),
             }
@@ -539,6 +536,26 @@ pub fn verify(dir: &Path, expect: &Expect) -> std::io::Result<Report> {
         }
     }
     Ok(r)
+}
+
+/// Hex SHA-256 and length of a file, streamed through a fixed buffer (no whole-file
+/// allocation: segments can be hundreds of MiB).
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((seal::hex(&h.finalize()), len))
 }
 
 /// `groundtruth.run_id` from a Parquet file's footer, if readable.

@@ -198,6 +198,69 @@ fn network_bench(
     Ok(md)
 }
 
+/// `groundtruth verify` over a 512 MiB sealed trail of incompressible rows, alternating
+/// with `openssl dgst -sha256` over the same files.
+fn verify_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String> {
+    setup::apt_install(&["openssl".into()])?;
+    let dir = tmp.join("verify-trail");
+    let _ = std::fs::remove_dir_all(&dir);
+    output_ok(
+        Command::new(root_dir().join("target/release/examples/make_trail"))
+            .arg(&dir)
+            .arg("512"),
+    )?;
+    let files: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        v.sort();
+        v
+    };
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let (mut ours, mut openssl) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            if which == 0 {
+                output_ok(
+                    Command::new(bin.join("groundtruth"))
+                        .arg("verify")
+                        .arg(&dir),
+                )?;
+                ours.push(t.elapsed().as_secs_f64());
+            } else {
+                output_ok(
+                    Command::new("openssl")
+                        .args(["dgst", "-sha256"])
+                        .args(&files),
+                )?;
+                openssl.push(t.elapsed().as_secs_f64());
+            }
+            eprint!(".");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (o, s) = (median(ours), median(openssl));
+    let mibs = |secs: f64| bytes as f64 / secs / 1048576.0;
+    let mut md = String::new();
+    writeln!(md, "\n## Verification throughput\n")?;
+    writeln!(md, "`groundtruth verify` over a sealed trail of {:.0} MiB ({} segments, incompressible rows) and", bytes as f64 / 1048576.0, files.len())?;
+    writeln!(md, "`openssl dgst -sha256` over the same files, alternating, {rounds} rounds; medians, files in the page cache.\n")?;
+    writeln!(md, "| metric | value | target |\n| --- | --- | --- |")?;
+    writeln!(md, "| groundtruth verify | {:.0} MiB/s | |", mibs(o))?;
+    writeln!(md, "| openssl dgst -sha256 | {:.0} MiB/s | |", mibs(s))?;
+    writeln!(
+        md,
+        "| ratio (verify / openssl throughput) | {:.2} | >= 0.8 |",
+        s / o
+    )?;
+    Ok(md)
+}
+
 fn field(line: &str, after: &str) -> Option<u64> {
     line.split(after)
         .nth(1)?
@@ -633,6 +696,14 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     }
     run(cargo().args(["build", "--release", "-p", "agent", "-p", "analysis"]))?;
     run(cargo().args(["build", "--release", "-p", "agent", "--example", "pipeline"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "trail",
+        "--example",
+        "make_trail",
+    ]))?;
     let mut tools = vec![Tool::Bare, Tool::Groundtruth];
     let mut notes = Vec::new();
     let mut audit = None;
@@ -657,8 +728,12 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         audit,
     };
 
+    // Verification throughput against openssl's SHA-256 over the same files.
+    let verify_md = verify_bench(&ctx.bin, &ctx.tmp, rounds)?;
+
     // The agent's per-event userspace work without the kernel, stage by stage.
     let mut stages: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut sealing = Vec::new();
     for _ in 0..3 {
         for stage in ["decode", "batch", "full"] {
             let out = output_ok(
@@ -669,6 +744,13 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             let text = String::from_utf8_lossy(&out.stdout);
             let ns = field(&text, "events, ").context("pipeline output")?;
             stages.entry(stage).or_default().push(ns as f64);
+            if stage == "full" {
+                let s: f64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("sealing: ")?.split(' ').next()?.parse().ok())
+                    .context("pipeline sealing line")?;
+                sealing.push(s);
+            }
         }
     }
 
@@ -790,6 +872,13 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         st("full") - st("batch")
     )?;
     writeln!(md, "| total | {:.0} ns |", st("full"))?;
+    let seal_ns = median(sealing);
+    writeln!(
+        md,
+        "| of which sealing (SHA-256 of the segment bytes) | {seal_ns:.1} ns ({:.2}% of the total; target <= 2%) |",
+        100.0 * seal_ns / st("full")
+    )?;
+    md.push_str(&verify_md);
     if baselines {
         writeln!(md, "\n## The same workload under other tools\n")?;
         writeln!(md, "Each captures the same syscalls (open/openat/creat, close, rename*, unlink*): bpftrace")?;

@@ -105,7 +105,9 @@ fn demo() -> anyhow::Result<()> {
         bail!("recording failed: {status}");
     }
     eprintln!("\n== verifying the sealed trail ==");
-    run(Command::new(bin.join("groundtruth")).arg("verify").arg(&trail))?;
+    run(Command::new(bin.join("groundtruth"))
+        .arg("verify")
+        .arg(&trail))?;
     eprintln!("\n== what the kernel saw in the scenario's working directory ==");
     run(Command::new(bin.join("groundtruth"))
         .arg("events")
