@@ -451,9 +451,13 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
     if !known {
         // Not a file a tracked process opened: a unix connection's bytes, or a
         // connected UDP socket's datagram?
+        // (TCP counts its own bytes: nothing to do for it.)
         if bytes > 0 {
             if let Ok(sk) = kernel::file_sock(cur) {
-                if !crate::unix::add_bytes(sk, bytes, write) && crate::udp::is_udp(sk) {
+                let (family, _, ty) = kernel::sock_kind(sk);
+                if family == kernel::AF_UNIX {
+                    crate::unix::add_bytes(sk, bytes, write);
+                } else if ty == 2 && (family == kernel::AF_INET || family == kernel::AF_INET6) {
                     crate::udp::flow_add(sk, 0, bytes, crate::udp::dg(1, write), service);
                 }
             }
