@@ -100,18 +100,25 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             emit_close(&key, &st, service, task, ev_flag::IMPLICIT_CLOSE, 0);
         }
     }
-    // The last reference to a file a tracked process opened: forget the file.
-    if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
-        let _ = FILES.remove(&cur);
-    }
-    // A UDP socket: the agent reports its flows; a unix one: its connection.
-    if let Ok(sk) = kernel::file_sock(cur) {
-        crate::unix::closed(sk, cur);
-        if crate::udp::is_udp(sk) {
-            if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task) {
-                ev.buf.ev.arg_b = sk;
-                ev.buf.ev.fd = fd as i32;
-                ev.submit();
+    match kernel::file_sock(cur) {
+        // A UDP socket: the agent reports its flows; a unix one: its connection; TCP
+        // reports itself (inet_sock_set_state).
+        Ok(sk) => {
+            let (family, _, ty) = kernel::sock_kind(sk);
+            if family == kernel::AF_UNIX {
+                crate::unix::closed(sk, cur);
+            } else if ty == 2 && (family == kernel::AF_INET || family == kernel::AF_INET6) {
+                if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task) {
+                    ev.buf.ev.arg_b = sk;
+                    ev.buf.ev.fd = fd as i32;
+                    ev.submit();
+                }
+            }
+        }
+        // The last reference to a file a tracked process opened: forget the file.
+        Err(_) => {
+            if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
+                let _ = FILES.remove(&cur);
             }
         }
     }
@@ -437,9 +444,14 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         return;
     }
     // SAFETY: copied out immediately.
-    let (ino, dev) = kernel::file_ino_dev(cur);
     // SAFETY: copied out immediately.
-    let known = match (unsafe { FILES.get(&cur) }).copied() {
+    let info = unsafe { FILES.get(&cur) }.copied();
+    let (ino, dev) = if info.is_some() {
+        kernel::file_ino_dev(cur)
+    } else {
+        (0, 0)
+    };
+    let known = match info {
         Some(info) if info.inode == ino && info.dev == dev => true,
         Some(_) => {
             // The address now belongs to another file: the entry is stale.

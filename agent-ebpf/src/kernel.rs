@@ -223,6 +223,12 @@ pub fn sock_kind(sk: u64) -> (u16, u16, u16) {
 #[inline(always)]
 pub fn sock_addrs(sk: u64) -> agent_common::NetAddrs {
     let (family, protocol, _) = sock_kind(sk);
+    sock_addrs_of(sk, family, protocol)
+}
+
+/// Both ends of an inet socket whose family and protocol are known.
+#[inline(always)]
+pub fn sock_addrs_of(sk: u64, family: u16, protocol: u16) -> agent_common::NetAddrs {
     let mut a = agent_common::NetAddrs {
         family,
         protocol,

@@ -40,13 +40,6 @@ pub fn is_net(n: u64) -> bool {
     )
 }
 
-/// A TCP socket over IPv4/IPv6 (others are not reported yet).
-#[inline(always)]
-fn tcp_sock(sk: u64) -> bool {
-    let (family, _, ty) = kernel::sock_kind(sk);
-    (family == AF_INET || family == AF_INET6) && ty == SOCK_STREAM
-}
-
 /// The destination a connect() asked for, from its `struct sockaddr` argument.
 #[inline(always)]
 fn requested_remote(a: &mut NetAddrs, addr: u64) {
@@ -88,15 +81,21 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             let Ok(sk) = kernel::fd_sock(task, fd_arg) else {
                 return 0;
             };
-            if crate::unix::is_unix_stream(sk) {
-                crate::unix::opened(sk, fd_arg as i64, ret, false, service, task);
+            let (family, protocol, ty) = kernel::sock_kind(sk);
+            if family == kernel::AF_UNIX {
+                if crate::unix::is_unix_stream(sk) {
+                    crate::unix::opened(sk, fd_arg as i64, ret, false, service, task);
+                }
                 return 0;
             }
-            if !tcp_sock(sk) {
+            if !((family == AF_INET || family == AF_INET6) && ty == SOCK_STREAM) {
                 return 0;
             }
-            let mut a = kernel::sock_addrs(sk);
-            requested_remote(&mut a, addr_arg);
+            let mut a = kernel::sock_addrs_of(sk, family, protocol);
+            if ret < 0 && ret != -EINPROGRESS {
+                // A failed connect: the socket no longer has its destination.
+                requested_remote(&mut a, addr_arg);
+            }
             let mut owner = event::owner_here(service, task, ev_flag::OUTBOUND);
             if ret == -EINPROGRESS {
                 // Non-blocking: the handshake ends later (or already did, on loopback).
@@ -115,7 +114,7 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             if ret == 0 && SOCKS.insert(&sk, &owner, 0).is_err() {
                 count(stat::SOCK_FULL);
             }
-            if let Some(ev) = event::begin(op::NET_CONNECT, service, task) {
+            if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner) {
                 emit(ev, sk, fd_arg as i64, ret, ev_flag::OUTBOUND, &a, n);
             }
         }
@@ -126,19 +125,22 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             let Ok(sk) = kernel::fd_sock(task, ret as u64) else {
                 return 0;
             };
-            if crate::unix::is_unix_stream(sk) {
-                crate::unix::opened(sk, ret, ret, true, service, task);
+            let (family, protocol, ty) = kernel::sock_kind(sk);
+            if family == kernel::AF_UNIX {
+                if crate::unix::is_unix_stream(sk) {
+                    crate::unix::opened(sk, ret, ret, true, service, task);
+                }
                 return 0;
             }
-            if !tcp_sock(sk) {
+            if !((family == AF_INET || family == AF_INET6) && ty == SOCK_STREAM) {
                 return 0;
             }
-            let a = kernel::sock_addrs(sk);
+            let a = kernel::sock_addrs_of(sk, family, protocol);
             let owner = event::owner_here(service, task, ev_flag::INBOUND);
             if SOCKS.insert(&sk, &owner, 0).is_err() {
                 count(stat::SOCK_FULL);
             }
-            if let Some(ev) = event::begin(op::NET_ACCEPT, service, task) {
+            if let Some(ev) = event::begin_owner(op::NET_ACCEPT, &owner) {
                 emit(ev, sk, ret, ret, ev_flag::INBOUND, &a, n);
             }
         }
@@ -221,7 +223,15 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         let sent: u64 = read(sk, off!(tcp_bytes_sent)).unwrap_or(0);
         let retrans: u64 = read(sk, off!(tcp_bytes_retrans)).unwrap_or(0);
         e.bytes_written = sent.saturating_sub(retrans);
-        let a = kernel::sock_addrs(sk);
+        // No addresses: at CLOSE the kernel has released the local port already, and
+        // the agent has both ends from the connection's Open (every connection in
+        // SOCKS had one).
+        let (family, protocol, _) = kernel::sock_kind(sk);
+        let a = NetAddrs {
+            family,
+            protocol,
+            ..Default::default()
+        };
         emit(ev, sk, -1, 0, owner.flags, &a, 0);
     }
     0
