@@ -71,7 +71,7 @@ pub struct WriterOptions {
 impl Default for WriterOptions {
     fn default() -> Self {
         Self {
-            batch_rows: 16384,
+            batch_rows: 2048,
             segment_rows: 4 << 20,
             segment_bytes: 256 << 20,
             segment_age: std::time::Duration::from_secs(300),
