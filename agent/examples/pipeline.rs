@@ -133,14 +133,16 @@ fn main() {
     let cpu0 = cpu_ns();
     let t = Instant::now();
     let stage = std::env::var("GT_PIPELINE_STAGE").unwrap_or_default();
-    let mut batch = Vec::with_capacity(16384);
+    // The same batch size as the trail writer's, so that the stages add up.
+    let batch_rows = WriterOptions::default().batch_rows;
+    let mut batch = Vec::with_capacity(batch_rows);
     for r in &records {
         let ev = decoder.decode(r).expect("synthetic records decode");
         match stage.as_str() {
             "decode" => drop(ev),
             "batch" => {
                 batch.push(ev);
-                if batch.len() == 16384 {
+                if batch.len() == batch_rows {
                     drop(trail::schema::to_batch(&batch).unwrap());
                     batch.clear();
                 }

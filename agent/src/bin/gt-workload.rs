@@ -72,6 +72,13 @@ fn run(op: &str) -> Result<(), String> {
             .ok_or(format!("{op}: missing argument {i}"))
     };
     let io = |r: std::io::Result<()>| r.map_err(|e| format!("{op}: {e}"));
+    // An IP address argument; `_` stands for `:` (an IPv6 address in a `:`-separated op).
+    let ip = |i: usize| -> Result<std::net::IpAddr, String> {
+        arg(i)?
+            .replace('_', ":")
+            .parse()
+            .map_err(|e| format!("{op}: address: {e}"))
+    };
     match parts[0] {
         "write" => io(write_file(arg(1)?, num(2)?)),
         "read" => io(std::fs::read(arg(1)?).map(|_| ())),
@@ -170,10 +177,7 @@ fn run(op: &str) -> Result<(), String> {
         }
         "tcp" => {
             use std::io::{Read, Write};
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             let (n, m) = (num(2)?, num(3)?);
             let listener =
                 std::net::TcpListener::bind((addr, 0)).map_err(|e| format!("{op}: {e}"))?;
@@ -213,10 +217,7 @@ fn run(op: &str) -> Result<(), String> {
         }
         "udp" => {
             use std::os::fd::AsRawFd;
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             let (n, m, k) = (num(2)?, num(3)?, num(4)?);
             let e = |x: std::io::Error| format!("{op}: {x}");
             let server = std::net::UdpSocket::bind((addr, 0)).map_err(e)?;
@@ -393,10 +394,7 @@ fn run(op: &str) -> Result<(), String> {
         }
         "serve" => {
             use std::io::{Read, Write};
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             let file = arg(2)?;
             let (n, m) = (num(3)?, num(4)?);
             let e = |x: std::io::Error| format!("{op}: {x}");
@@ -413,10 +411,7 @@ fn run(op: &str) -> Result<(), String> {
         }
         "connect" => {
             use std::io::{Read, Write};
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             let file = arg(2)?;
             let (n, m) = (num(3)?, num(4)?);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -441,10 +436,7 @@ fn run(op: &str) -> Result<(), String> {
         }
         "nbtcp" | "reset" => {
             use std::io::{Read, Write};
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             let reset = parts[0] == "reset";
             let (n, m) = if reset { (0, 0) } else { (num(2)?, num(3)?) };
             let e = |x: std::io::Error| format!("{op}: {x}");
@@ -509,10 +501,7 @@ fn run(op: &str) -> Result<(), String> {
             Ok(())
         }
         "nbrefused" => {
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             let to = std::net::TcpListener::bind((addr, 0))
                 .and_then(|l| l.local_addr())
                 .map_err(|e| format!("{op}: {e}"))?;
@@ -563,10 +552,7 @@ fn run(op: &str) -> Result<(), String> {
             }
         }
         "refused" => {
-            let addr: std::net::IpAddr = arg(1)?
-                .replace('_', ":")
-                .parse()
-                .map_err(|e| format!("{op}: address: {e}"))?;
+            let addr = ip(1)?;
             // A port that was free a moment ago: bind, note it, close.
             let port = std::net::TcpListener::bind((addr, 0))
                 .and_then(|l| l.local_addr())
