@@ -304,8 +304,71 @@ fn losses_are_counted_and_equal_the_sequence_gaps() {
     }
     let tmp = tempdir();
     let d = tmp.path().canonicalize().unwrap();
-    // A 1 MiB ring buffer and a flood: the kernel must count what does not fit.
-    let run = record(&d, &["--ring-size", "1"], &[WORKLOAD, "loop:60000"], &d);
+    // A 1 MiB ring buffer, and a flood while the agent is stopped (SIGSTOP): the
+    // kernel must count what does not fit.
+    let (go, done) = (d.join("go"), d.join("done"));
+    let workload = [
+        format!("waitfor:{}", go.display()),
+        "loop:30000".to_string(),
+        format!("write:{}:1", done.display()),
+    ];
+    let out_dir = d.join("trail");
+    let start = now_ns();
+    let mut agent = std::process::Command::new(AGENT)
+        .args(["record", "--ring-size", "1", "--out"])
+        .arg(&out_dir)
+        .arg("--")
+        .arg(WORKLOAD)
+        .args(&workload)
+        .current_dir(&d)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(agent.stderr.take().unwrap());
+    let mut text = String::new();
+    loop {
+        use std::io::BufRead;
+        let mut l = String::new();
+        assert!(
+            stderr.read_line(&mut l).unwrap() > 0,
+            "agent exited: {text}"
+        );
+        text.push_str(&l);
+        if l.contains("recording service") {
+            break;
+        }
+    }
+    // SAFETY: signalling the agent we started.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGSTOP) };
+    std::fs::write(&go, "").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGCONT) };
+    let status = agent.wait().unwrap();
+    {
+        use std::io::Read;
+        stderr.read_to_string(&mut text).unwrap();
+    }
+    assert!(status.success(), "{text}");
+    let segments = trail::read_trail(&out_dir).unwrap();
+    let run = Run {
+        out: std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: text.into_bytes(),
+        },
+        metadata: segments.last().unwrap().metadata.clone(),
+        events: segments.into_iter().flat_map(|s| s.events).collect(),
+        start,
+        end: now_ns(),
+    };
     assert!(run.out.status.success(), "{}", run.stderr());
     let lost: BTreeMap<String, u64> = serde_json::from_str(&run.metadata[meta::LOST]).unwrap();
     let produced: BTreeMap<String, u64> =

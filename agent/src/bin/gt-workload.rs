@@ -44,6 +44,7 @@
 //!                       connections in T ns`
 //!   bulk:MIB            one loopback TCP connection carrying MIB MiB to a server
 //!                       thread; prints `bulk: B bytes in T ns`
+//!   waitfor:PATH        wait (up to 60 s) until PATH exists
 //!   sleep:MS
 use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
 
@@ -592,6 +593,17 @@ fn run(op: &str) -> Result<(), String> {
                 io(std::fs::remove_file("g.tmp"))?;
             }
             println!("loop: {n} iterations in {} ns", t.elapsed().as_nanos());
+            Ok(())
+        }
+        "waitfor" => {
+            let path = arg(1)?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !std::path::Path::new(path).exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("{op}: {path} did not appear within 60 s"));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             Ok(())
         }
         "sleep" => {
