@@ -234,6 +234,19 @@ fn udp_flows_are_aggregated_in_the_kernel_with_exact_counts() {
             "the two ends of one exchange"
         );
     }
+    // Each exchange pairs into one UDP handoff, the client being the side that sent
+    // first, with its bytes.
+    let h: Vec<_> = analysis::handoffs::handoffs(&run.events)
+        .into_iter()
+        .filter(|h| h.protocol == "udp")
+        .collect();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    let v4 = h.iter().find(|h| h.client.ip == "127.0.0.1").unwrap();
+    assert_eq!(
+        (v4.bytes_to_server, v4.bytes_to_client),
+        (Some(400), Some(800))
+    );
+    assert_eq!((v4.client.pid, v4.server.pid), (Some(pid), Some(pid)));
 }
 
 #[test]
@@ -333,6 +346,18 @@ fn unix_stream_sockets_with_path_abstract_name_peer_pid_and_bytes() {
             // The server exits with the connection open: the kernel closed it.
             assert_eq!(c.groundtruth.implicit, c.actor.pid != pid, "{c:#?}");
         }
+        // Paired into one handoff: client the workload, server its child, with bytes.
+        let h: Vec<_> = analysis::handoffs::handoffs(&run.events)
+            .into_iter()
+            .filter(|h| h.path.as_deref() == Some(path))
+            .collect();
+        assert_eq!(h.len(), 1, "{h:#?}");
+        assert_eq!(h[0].client.pid, Some(pid));
+        assert_eq!(h[0].server.pid, Some(server.actor.pid));
+        assert_eq!(
+            (h[0].bytes_to_server, h[0].bytes_to_client),
+            (Some(n), Some(m))
+        );
     }
 }
 

@@ -1,11 +1,16 @@
 //! `groundtruth handoffs`: connections between recorded processes, paired from both
 //! ends, and summed per pair of services.
 //!
-//! A handoff is one TCP connection. When both ends were recorded (loopback, or two
-//! tracked services on one host), the client's Open (direction outbound) and the
-//! server's Open (direction inbound) have the same 4-tuple; they are paired, the
-//! nearest in time when a 4-tuple was reused. A connection with only one end recorded
-//! is still listed, with the other side named by its address.
+//! A handoff is one TCP connection, one unix stream connection, or one UDP exchange.
+//! When both ends were recorded (loopback, or two tracked services on one host):
+//! - TCP: the client's Open (direction outbound) and the server's Open (inbound) have
+//!   the same 4-tuple; they are paired, the nearest in time when a 4-tuple was reused;
+//! - unix: the client's Open and the server's Open name the same socket address, and
+//!   the server's peer pid (SO_PEERCRED) is the client's pid;
+//! - UDP: the flows of two sockets that sent to each other (one's source is the other's
+//!   destination) are one exchange; the side that sent first is the client.
+//! A connection with only one end recorded is still listed, the other side named by its
+//! address.
 
 use serde::Serialize;
 use std::{
@@ -35,6 +40,8 @@ pub struct Handoff {
     /// recorded; `None` while the connection was still open when recording stopped.
     pub bytes_to_server: Option<u64>,
     pub bytes_to_client: Option<u64>,
+    /// Unix sockets: the socket's address (path, or `@name`).
+    pub path: Option<String>,
 }
 
 type Tuple = (String, u16, String, u16);
@@ -99,6 +106,7 @@ pub fn handoffs(events: &[Event]) -> Vec<Handoff> {
             server: side(s, n.dst.as_ref().unwrap()),
             bytes_to_server: b.and_then(|b| b.0),
             bytes_to_client: b.and_then(|b| b.1),
+            path: None,
         });
     }
     // Accepted connections whose client was not recorded.
@@ -112,10 +120,162 @@ pub fn handoffs(events: &[Event]) -> Vec<Handoff> {
             server: side(Some(s), n.dst.as_ref().unwrap()),
             bytes_to_server: b.and_then(|b| b.0),
             bytes_to_client: b.and_then(|b| b.1),
+            path: None,
         });
     }
+    unix_handoffs(events, &bytes, &mut out);
+    udp_handoffs(events, &mut out);
     out.sort_by_key(|h| h.time_ns);
     out
+}
+
+fn unix_side(e: Option<&Event>) -> Side {
+    Side {
+        service: e.map(|e| e.groundtruth.service.to_string()),
+        pid: e.map(|e| e.actor.pid),
+        name: e.map(|e| e.actor.name.to_string()),
+        ip: String::new(),
+        port: 0,
+    }
+}
+
+/// Unix stream connections: a client Open and the server Open on the same address whose
+/// peer pid is the client's.
+fn unix_handoffs(
+    events: &[Event],
+    bytes: &dyn Fn(&Event) -> Option<(Option<u64>, Option<u64>)>,
+    out: &mut Vec<Handoff>,
+) {
+    let unix_opens = |dir: i32| {
+        events.iter().filter(move |e| {
+            e.class_uid == 4001
+                && e.activity_name == "Open"
+                && e.network
+                    .as_ref()
+                    .is_some_and(|n| n.protocol_name == "unix" && n.direction_id == dir)
+        })
+    };
+    let mut servers: Vec<&Event> = unix_opens(direction::INBOUND).collect();
+    for c in unix_opens(direction::OUTBOUND) {
+        let i = (0..servers.len())
+            .filter(|&i| {
+                servers[i].groundtruth.socket_path == c.groundtruth.socket_path
+                    && servers[i].groundtruth.peer_pid == Some(c.actor.pid)
+            })
+            .min_by_key(|&i| (servers[i].time_ns - c.time_ns).abs());
+        let s = i.map(|i| servers.swap_remove(i));
+        let b = bytes(c).or_else(|| s.and_then(bytes));
+        out.push(Handoff {
+            time_ns: c.time_ns,
+            protocol: "unix".into(),
+            client: unix_side(Some(c)),
+            server: unix_side(s),
+            bytes_to_server: b.and_then(|b| b.0),
+            bytes_to_client: b.and_then(|b| b.1),
+            path: c.groundtruth.socket_path.clone(),
+        });
+    }
+    for s in servers {
+        let b = bytes(s);
+        out.push(Handoff {
+            time_ns: s.time_ns,
+            protocol: "unix".into(),
+            client: unix_side(None),
+            server: unix_side(Some(s)),
+            bytes_to_server: b.and_then(|b| b.0),
+            bytes_to_client: b.and_then(|b| b.1),
+            path: s.groundtruth.socket_path.clone(),
+        });
+    }
+}
+
+/// A UDP flow summed over its Traffic rows.
+struct Flow<'a> {
+    first: &'a Event,
+    start: i64,
+    out: u64,
+    inb: u64,
+}
+
+/// UDP exchanges: two recorded flows with swapped ends are one; the side that sent
+/// first is the client.
+fn udp_handoffs(events: &[Event], out: &mut Vec<Handoff>) {
+    let mut flows: BTreeMap<(u32, Tuple), Flow> = BTreeMap::new();
+    for e in events.iter().filter(|e| {
+        e.class_uid == 4001
+            && e.activity_name == "Traffic"
+            && e.network.as_ref().is_some_and(|n| n.protocol_name == "udp")
+    }) {
+        let Some(t) = tuple(e) else { continue };
+        let n = e.network.as_ref().unwrap();
+        let f = flows.entry((e.actor.pid, t)).or_insert(Flow {
+            first: e,
+            start: e.start_time_ns.unwrap_or(e.time_ns),
+            out: 0,
+            inb: 0,
+        });
+        f.out += n.bytes_out.unwrap_or(0);
+        f.inb += n.bytes_in.unwrap_or(0);
+        f.start = f.start.min(e.start_time_ns.unwrap_or(e.time_ns));
+    }
+    let mut used = std::collections::BTreeSet::new();
+    let keys: Vec<(u32, Tuple)> = flows.keys().cloned().collect();
+    for k in &keys {
+        if used.contains(k) {
+            continue;
+        }
+        used.insert(k.clone());
+        let f = &flows[k];
+        let (a, b) = (&k.1, (k.1 .2.clone(), k.1 .3, k.1 .0.clone(), k.1 .1));
+        let peer = keys
+            .iter()
+            .find(|p| !used.contains(*p) && p.1 == b)
+            .cloned();
+        if let Some(p) = &peer {
+            used.insert(p.clone());
+        }
+        let g = peer.as_ref().map(|p| &flows[p]);
+        let n = f.first.network.as_ref().unwrap();
+        // Client: the side that sent first (direction 2); with both ends, the earlier.
+        let f_is_client = match g {
+            Some(g) => f.start <= g.start,
+            None => n.direction_id == direction::OUTBOUND,
+        };
+        let ep_local = Endpoint {
+            ip: a.0.clone(),
+            port: a.1,
+        };
+        let ep_remote = Endpoint {
+            ip: a.2.clone(),
+            port: a.3,
+        };
+        let (client, server, to_server, to_client, time) = if f_is_client {
+            (
+                side(Some(f.first), &ep_local),
+                side(g.map(|g| g.first), &ep_remote),
+                f.out,
+                f.inb,
+                f.start,
+            )
+        } else {
+            (
+                side(g.map(|g| g.first), &ep_remote),
+                side(Some(f.first), &ep_local),
+                f.inb,
+                f.out,
+                g.map_or(f.start, |g| g.start),
+            )
+        };
+        out.push(Handoff {
+            time_ns: time,
+            protocol: "udp".into(),
+            client,
+            server,
+            bytes_to_server: Some(to_server),
+            bytes_to_client: Some(to_client),
+            path: None,
+        });
+    }
 }
 
 /// Handoffs summed per (client service, server service, server port, protocol).
@@ -124,6 +284,8 @@ pub struct Pair {
     pub client: String,
     pub server: String,
     pub port: u16,
+    /// Unix sockets: the socket's address.
+    pub path: Option<String>,
     pub protocol: String,
     pub connections: u64,
     pub bytes_to_server: u64,
@@ -133,25 +295,37 @@ pub struct Pair {
 }
 
 fn name(s: &Side) -> String {
-    s.service
-        .clone()
-        .unwrap_or_else(|| format!("(unrecorded {})", s.ip))
+    s.service.clone().unwrap_or_else(|| {
+        if s.ip.is_empty() {
+            "(unrecorded)".to_string()
+        } else {
+            format!("(unrecorded {})", s.ip)
+        }
+    })
+}
+
+/// Where the server listens: a port, or a unix socket's address.
+fn place(p: &Pair) -> String {
+    p.path.clone().unwrap_or_else(|| p.port.to_string())
 }
 
 pub fn pairs(h: &[Handoff]) -> Vec<Pair> {
-    let mut m: BTreeMap<(String, String, u16, String), Pair> = BTreeMap::new();
+    type Key = (String, String, u16, String, Option<String>);
+    let mut m: BTreeMap<Key, Pair> = BTreeMap::new();
     for x in h {
         let key = (
             name(&x.client),
             name(&x.server),
             x.server.port,
             x.protocol.clone(),
+            x.path.clone(),
         );
         let p = m.entry(key.clone()).or_insert_with(|| Pair {
             client: key.0,
             server: key.1,
             port: key.2,
             protocol: key.3,
+            path: key.4,
             ..Default::default()
         });
         p.connections += 1;
@@ -178,7 +352,7 @@ pub fn print_table(out: &mut impl Write, pairs: &[Pair]) -> std::io::Result<()> 
             "{:<20} {:<20} {:>6} {:<5} {:>6} {:>14} {:>14}{}",
             p.client,
             p.server,
-            p.port,
+            place(p),
             p.protocol,
             p.connections,
             p.bytes_to_server,
@@ -227,7 +401,11 @@ pub fn print_dot(out: &mut impl Write, pairs: &[Pair]) -> std::io::Result<()> {
     for p in pairs {
         let label = format!(
             "{}/{} x{}\\n{} B -> / {} B <-",
-            p.protocol, p.port, p.connections, p.bytes_to_server, p.bytes_to_client
+            p.protocol,
+            place(p).replace('"', "\\\""),
+            p.connections,
+            p.bytes_to_server,
+            p.bytes_to_client
         );
         writeln!(
             out,
