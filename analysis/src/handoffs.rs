@@ -9,6 +9,7 @@
 //!   the server's peer pid (SO_PEERCRED) is the client's pid;
 //! - UDP: the flows of two sockets that sent to each other (one's source is the other's
 //!   destination) are one exchange; the side that sent first is the client.
+//!
 //! A connection with only one end recorded is still listed, the other side named by its
 //! address.
 
