@@ -130,6 +130,9 @@ pub fn handoffs(events: &[Event]) -> Vec<Handoff> {
     out
 }
 
+/// The bytes (to server, to client) of the connection an Open belongs to.
+type BytesOf<'a> = dyn Fn(&Event) -> Option<(Option<u64>, Option<u64>)> + 'a;
+
 fn unix_side(e: Option<&Event>) -> Side {
     Side {
         service: e.map(|e| e.groundtruth.service.to_string()),
@@ -144,7 +147,7 @@ fn unix_side(e: Option<&Event>) -> Side {
 /// peer pid is the client's.
 fn unix_handoffs(
     events: &[Event],
-    bytes: &dyn Fn(&Event) -> Option<(Option<u64>, Option<u64>)>,
+    bytes: &BytesOf,
     out: &mut Vec<Handoff>,
 ) {
     let unix_opens = |dir: i32| {
