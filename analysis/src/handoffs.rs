@@ -145,11 +145,7 @@ fn unix_side(e: Option<&Event>) -> Side {
 
 /// Unix stream connections: a client Open and the server Open on the same address whose
 /// peer pid is the client's.
-fn unix_handoffs(
-    events: &[Event],
-    bytes: &BytesOf,
-    out: &mut Vec<Handoff>,
-) {
+fn unix_handoffs(events: &[Event], bytes: &BytesOf, out: &mut Vec<Handoff>) {
     let unix_opens = |dir: i32| {
         events.iter().filter(move |e| {
             e.class_uid == 4001
