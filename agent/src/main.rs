@@ -25,9 +25,11 @@ EXIT STATUS:
     version,
     about = "Record what a command really does, from the kernel, into a Parquet trail",
     long_about = "Record what a command really does, from the kernel, into a Parquet trail.\n\n\
-        eBPF programs on syscall and scheduler tracepoints see every process and file \
-        action of the command's whole process tree, independently of what the \
-        application logs. Needs root and a kernel with BTF (5.15 or later).",
+        eBPF programs on syscall, scheduler and socket tracepoints see every process, \
+        file and network action of the command's whole process tree (or of running \
+        services selected with --service), independently of what the application \
+        logs. Closed segments are hash-sealed and signed (docs/seal.md). Needs root \
+        and a kernel with BTF (5.15 or later).",
     after_help = EXIT_CODES
 )]
 struct Cli {

@@ -15,7 +15,7 @@ EXIT STATUS:
 #[command(
     name = "groundtruth",
     version,
-    about = "Read groundtruth trails: what the kernel saw a command do",
+    about = "Read groundtruth trails: verify them, print what the kernel saw, pair the handoffs between services",
     after_help = EXIT_CODES
 )]
 struct Cli {
@@ -50,10 +50,11 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
-    /// Check a trail against its seals: every file's hash, the chain, the signatures
-    /// and key succession, that nothing is missing, extra, reordered, from another
-    /// run or cut off. Prints a line per problem (named by file and segment), then a
-    /// summary.
+    /// Check a trail against its seals (exit 0 only if everything verifies).
+    ///
+    /// Checks every file's hash, the chain, the signatures and key succession, and that
+    /// nothing is missing, extra, reordered, from another run or cut off. Prints a line
+    /// per problem (named by file and segment), then a summary.
     ///
     /// Without --pubkey, --expect-head or --anchor the trail is only checked against
     /// itself: someone who rewrote it whole with new keys would pass. Hold it against
@@ -78,8 +79,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: VerifyFormat,
     },
-    /// Print the connections between services: each TCP connection paired from its
-    /// client's and its server's events, summed per (client, server, port).
+    /// Print the connections between services, paired from both ends.
+    ///
+    /// TCP connections (same 4-tuple), unix stream connections (same address, the
+    /// server's peer pid is the client) and UDP exchanges (flows with swapped ends),
+    /// summed per (client, server, port or socket address).
     ///
     /// `table` sums per pair of services; `jsonl` lists every connection with both
     /// identities (service, pid, process name, address); `dot` is a Graphviz service
