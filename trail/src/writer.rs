@@ -117,6 +117,9 @@ pub struct TrailWriter {
     produced: BTreeMap<u32, u64>,
     sealer: crate::seal::Sealer,
     first_key: String,
+    /// When the oldest event not yet in an open segment arrived: a segment's age counts
+    /// from its first event, not from when a batch opened it.
+    first_pending: Option<std::time::Instant>,
     /// Heads printed by the caller: (segment file, chain head after its seal).
     sealed: Vec<(String, String)>,
 }
@@ -144,6 +147,7 @@ impl TrailWriter {
         Ok(Self {
             sealer,
             first_key,
+            first_pending: None,
             sealed: Vec::new(),
             dir: dir.to_path_buf(),
             run,
@@ -186,12 +190,11 @@ impl TrailWriter {
     /// Close the open segment if it is older than the age limit (call periodically:
     /// an idle recording still seals what it has).
     pub fn tick(&mut self) -> Result<(), TrailError> {
-        if !self.buf.is_empty()
-            && self
-                .open
-                .as_ref()
-                .is_none_or(|o| o.opened.elapsed() >= self.opts.segment_age)
-        {
+        let oldest = match &self.open {
+            Some(o) => Some(o.opened),
+            None => self.first_pending,
+        };
+        if !self.buf.is_empty() && oldest.is_some_and(|t| t.elapsed() >= self.opts.segment_age) {
             self.flush_batch()?;
         }
         if self
@@ -205,6 +208,9 @@ impl TrailWriter {
     }
 
     pub fn push(&mut self, ev: Event) -> Result<(), TrailError> {
+        if self.open.is_none() && self.first_pending.is_none() {
+            self.first_pending = Some(std::time::Instant::now());
+        }
         self.buf.push(ev);
         // A batch never crosses a segment boundary: segments hold exactly
         // `segment_rows` events (the last one fewer).
@@ -271,7 +277,10 @@ impl TrailWriter {
         )?;
         self.open = Some(Open {
             writer,
-            opened: std::time::Instant::now(),
+            opened: self
+                .first_pending
+                .take()
+                .unwrap_or_else(std::time::Instant::now),
             tmp,
             path,
             rows: 0,

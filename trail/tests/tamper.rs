@@ -447,3 +447,29 @@ fn hundreds_of_clean_trails_of_random_sizes_verify_without_false_alarms() {
         );
     }
 }
+
+#[test]
+fn an_idle_recording_seals_its_events_once_they_are_older_than_the_segment_age() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = WriterOptions {
+        segment_age: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let run = RunInfo {
+        run_id: "idle".into(),
+        ..Default::default()
+    };
+    let mut w = TrailWriter::create(t.path(), run, opts).unwrap();
+    w.push(event(0)).unwrap();
+    w.push(event(1)).unwrap();
+    // Far fewer events than a batch: only the age can seal them. Poll until it does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while w.take_sealed().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never sealed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        w.tick().unwrap();
+    }
+    let r = verify(t.path(), &Expect::default()).unwrap();
+    assert_eq!((r.segments_valid, r.events), (1, 2), "{:#?}", r.problems);
+    drop(w);
+}
