@@ -216,6 +216,9 @@ pub struct RawEvent {
 
 pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 72);
+// The agent reads a record's kind from its first four bytes (`agent::decode::op_of`).
+const _: () = assert!(core::mem::offset_of!(RawEvent, header) == 0);
+const _: () = assert!(core::mem::offset_of!(EventHeader, op) == 0);
 const _: () = assert!(RAW_EVENT_SIZE == 72 + 8 + 8 * 8 + 8 + 8 * MAX_STRS);
 
 /// The kernel scratch buffer: one event plus its data area.

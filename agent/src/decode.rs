@@ -60,6 +60,11 @@ pub struct Record<'a> {
     pub data: &'a [u8],
 }
 
+/// The kind of a record (`EventHeader::op`, its first field), without parsing the rest.
+pub fn op_of(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
 pub fn parse(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     if bytes.len() < RAW_EVENT_SIZE {
         return Err(DecodeError::Short(bytes.len()));

@@ -656,8 +656,10 @@ impl Sink {
     }
 
     fn handle(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        if let Ok(rec) = crate::decode::parse(bytes) {
-            if rec.ev.header.op == agent_common::op::NET_UDP_CLOSE {
+        // The UDP-close marker is not an event: look at the kind before decoding, so that
+        // ordinary records are parsed once.
+        if crate::decode::op_of(bytes) == Some(agent_common::op::NET_UDP_CLOSE) {
+            if let Ok(rec) = crate::decode::parse(bytes) {
                 let sk = rec.ev.arg_b;
                 return self.report_flows(|k| k.sk == sk, true);
             }
