@@ -423,8 +423,7 @@ impl Decoder {
                 flow.first_ns,
             ),
         };
-        let proc_ = self.proc_info(o.tgid);
-        let name = self.comm(o.tgid, &o.comm);
+        let (name, cmd_line, exe) = self.identity(o.tgid, &o.comm);
         self.agent_seq += 1;
         Event {
             time_ns: wall(flow.last_ns),
@@ -438,8 +437,8 @@ impl Decoder {
                 uid: o.uid,
                 gid: o.gid,
                 name,
-                cmd_line: proc_.cmd_line,
-                exe: proc_.exe,
+                cmd_line,
+                exe,
                 ppid: o.ppid,
             },
             network: Some(Network {
@@ -525,15 +524,6 @@ impl Decoder {
         }
     }
 
-    /// What is known of a process: running, or exited recently.
-    fn proc_info(&self, pid: u32) -> Proc {
-        self.procs
-            .get(&pid)
-            .or_else(|| self.exited.get(&pid))
-            .cloned()
-            .unwrap_or_default()
-    }
-
     fn new_connection(&mut self) -> u64 {
         self.next_connection += 1;
         self.next_connection
@@ -566,21 +556,30 @@ impl Decoder {
             .unwrap_or_else(|| format!("service#{i}").into())
     }
 
-    /// The process's `comm` as shared text, made once per name change.
-    fn comm(&mut self, pid: u32, c: &[u8; agent_common::COMM_LEN]) -> Shared {
-        let p = match self.exited.get_mut(&pid) {
-            // Rows after its exit: do not resurrect the process as a running one.
-            Some(p) if !self.procs.contains_key(&pid) => p,
-            _ => self.procs.entry(pid).or_default(),
+    /// A process's name (`comm`, as shared text made once per name change), command
+    /// line and executable, with one lookup: running, else recently exited (rows after
+    /// its exit do not resurrect it as a running one), else a new running entry.
+    fn identity(
+        &mut self,
+        pid: u32,
+        c: &[u8; agent_common::COMM_LEN],
+    ) -> (Shared, Option<Shared>, Option<Shared>) {
+        let p = match self.procs.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match self.exited.get_mut(&pid) {
+                Some(p) => p,
+                None => v.insert(Proc::default()),
+            },
         };
-        match &p.comm {
+        let name = match &p.comm {
             Some((bytes, text)) if bytes == c => text.clone(),
             _ => {
                 let text: Shared = comm(c).into();
                 p.comm = Some((*c, text.clone()));
                 text
             }
-        }
+        };
+        (name, p.cmd_line.clone(), p.exe.clone())
     }
 
     fn base(
@@ -591,8 +590,7 @@ impl Decoder {
         name: &'static str,
     ) -> Event {
         let h = &r.header;
-        let name_text = self.comm(h.pid, &h.comm);
-        let p = self.proc_info(h.pid);
+        let (name_text, cmd_line, exe) = self.identity(h.pid, &h.comm);
         let failed = r.ret < 0 && h.op != op::EXIT;
         Event {
             time_ns: (h.boot_ns as i64).saturating_add(self.boot_to_wall_ns),
@@ -610,8 +608,8 @@ impl Decoder {
                 uid: h.uid,
                 gid: h.gid,
                 name: name_text,
-                cmd_line: p.cmd_line,
-                exe: p.exe,
+                cmd_line,
+                exe,
                 ppid: h.ppid,
             },
             process: None,
