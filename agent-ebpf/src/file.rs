@@ -105,9 +105,10 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         // reports itself (inet_sock_set_state).
         Ok(sk) => {
             let (family, _, ty) = kernel::sock_kind(sk);
-            if family == kernel::AF_UNIX {
+            let class = kernel::classify(family, ty);
+            if class == kernel::SockClass::UnixStream {
                 crate::unix::closed(sk, cur);
-            } else if ty == 2 && (family == kernel::AF_INET || family == kernel::AF_INET6) {
+            } else if class == kernel::SockClass::Udp {
                 if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task) {
                     ev.buf.ev.arg_b = sk;
                     ev.buf.ev.fd = fd as i32;
@@ -467,9 +468,10 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         if bytes > 0 {
             if let Ok(sk) = kernel::file_sock(cur) {
                 let (family, _, ty) = kernel::sock_kind(sk);
-                if family == kernel::AF_UNIX {
+                let class = kernel::classify(family, ty);
+                if class == kernel::SockClass::UnixStream {
                     crate::unix::add_bytes(sk, bytes, write);
-                } else if ty == 2 && (family == kernel::AF_INET || family == kernel::AF_INET6) {
+                } else if class == kernel::SockClass::Udp {
                     crate::udp::flow_add(sk, 0, bytes, crate::udp::dg(1, write), service);
                 }
             }

@@ -209,6 +209,55 @@ pub fn file_sock(file: u64) -> Result<u64, i64> {
     read(socket, off!(socket_sk))
 }
 
+const SOCK_STREAM: u16 = 1;
+const SOCK_DGRAM: u16 = 2;
+const SOCK_SEQPACKET: u16 = 5;
+
+/// What groundtruth records of a socket, from its family and type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SockClass {
+    /// Stream over IPv4/IPv6.
+    Tcp,
+    /// Datagram over IPv4/IPv6.
+    Udp,
+    /// Unix stream or seqpacket.
+    UnixStream,
+    Other,
+}
+
+#[inline(always)]
+pub fn classify(family: u16, ty: u16) -> SockClass {
+    let inet = family == AF_INET || family == AF_INET6;
+    match ty {
+        SOCK_STREAM if inet => SockClass::Tcp,
+        SOCK_DGRAM if inet => SockClass::Udp,
+        SOCK_STREAM | SOCK_SEQPACKET if family == AF_UNIX => SockClass::UnixStream,
+        _ => SockClass::Other,
+    }
+}
+
+/// A `struct sockaddr` in the process's memory: family, port (host order) and address
+/// (IPv4 in the first 4 bytes); `None` unless AF_INET or AF_INET6.
+#[inline(always)]
+pub fn user_sockaddr(addr: u64) -> Option<(u16, u16, [u8; 16])> {
+    use aya_ebpf::helpers::bpf_probe_read_user;
+    // SAFETY: user reads are checked by the helper.
+    unsafe {
+        let family: u16 = bpf_probe_read_user(addr as *const u16).ok()?;
+        let port = u16::from_be(bpf_probe_read_user((addr + 2) as *const u16).unwrap_or(0));
+        let mut ip = [0u8; 16];
+        if family == AF_INET {
+            let v4: [u8; 4] = bpf_probe_read_user((addr + 4) as *const [u8; 4]).unwrap_or([0; 4]);
+            ip[..4].copy_from_slice(&v4);
+        } else if family == AF_INET6 {
+            ip = bpf_probe_read_user((addr + 8) as *const [u8; 16]).unwrap_or([0; 16]);
+        } else {
+            return None;
+        }
+        Some((family, port, ip))
+    }
+}
+
 /// Family, protocol, type (SOCK_STREAM 1, SOCK_DGRAM 2) of a socket.
 #[inline(always)]
 pub fn sock_kind(sk: u64) -> (u16, u16, u16) {

@@ -14,17 +14,14 @@
 //! For any socket not in `SOCKS`, these tracepoints cost one map lookup.
 
 use agent_common::{ev_flag, op, stat, syscalls::nr, NetAddrs, SockOwner};
-use aya_ebpf::{
-    helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
-};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     event::{self, Ev},
-    kernel::{self, off, read, AF_INET, AF_INET6},
+    kernel::{self, off, read, SockClass, AF_INET, AF_INET6},
     maps::{count, SOCKS},
 };
 
-const SOCK_STREAM: u16 = 1;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
@@ -43,19 +40,9 @@ pub fn is_net(n: u64) -> bool {
 /// The destination a connect() asked for, from its `struct sockaddr` argument.
 #[inline(always)]
 fn requested_remote(a: &mut NetAddrs, addr: u64) {
-    // SAFETY: user reads are checked by the helper.
-    unsafe {
-        let family: u16 = bpf_probe_read_user(addr as *const u16).unwrap_or(0);
-        let port: u16 = bpf_probe_read_user((addr + 2) as *const u16).unwrap_or(0);
-        if family == AF_INET {
-            a.remote = [0; 16];
-            let v4: [u8; 4] = bpf_probe_read_user((addr + 4) as *const [u8; 4]).unwrap_or([0; 4]);
-            a.remote[..4].copy_from_slice(&v4);
-            a.remote_port = u16::from_be(port);
-        } else if family == AF_INET6 {
-            a.remote = bpf_probe_read_user((addr + 8) as *const [u8; 16]).unwrap_or([0; 16]);
-            a.remote_port = u16::from_be(port);
-        }
+    if let Some((_, port, ip)) = kernel::user_sockaddr(addr) {
+        a.remote = ip;
+        a.remote_port = port;
     }
 }
 
@@ -82,14 +69,13 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
                 return 0;
             };
             let (family, protocol, ty) = kernel::sock_kind(sk);
-            if family == kernel::AF_UNIX {
-                if crate::unix::is_unix_stream(sk) {
+            match kernel::classify(family, ty) {
+                SockClass::Tcp => {}
+                SockClass::UnixStream => {
                     crate::unix::opened(sk, fd_arg as i64, ret, false, service, task);
+                    return 0;
                 }
-                return 0;
-            }
-            if !((family == AF_INET || family == AF_INET6) && ty == SOCK_STREAM) {
-                return 0;
+                _ => return 0,
             }
             let mut a = kernel::sock_addrs_of(sk, family, protocol);
             if ret < 0 && ret != -EINPROGRESS {
@@ -126,14 +112,13 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
                 return 0;
             };
             let (family, protocol, ty) = kernel::sock_kind(sk);
-            if family == kernel::AF_UNIX {
-                if crate::unix::is_unix_stream(sk) {
+            match kernel::classify(family, ty) {
+                SockClass::Tcp => {}
+                SockClass::UnixStream => {
                     crate::unix::opened(sk, ret, ret, true, service, task);
+                    return 0;
                 }
-                return 0;
-            }
-            if !((family == AF_INET || family == AF_INET6) && ty == SOCK_STREAM) {
-                return 0;
+                _ => return 0,
             }
             let a = kernel::sock_addrs_of(sk, family, protocol);
             let owner = event::owner_here(service, task, ev_flag::INBOUND);

@@ -13,12 +13,10 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_pro
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use crate::{
-    event,
-    kernel::{self, AF_INET, AF_INET6},
+    event, kernel,
     maps::{count, FLOWS},
 };
 
-const SOCK_DGRAM: u16 = 2;
 const MMSG_MAX: u64 = 8;
 /// `struct mmsghdr` is a `struct user_msghdr` (56 bytes) and `unsigned int msg_len`.
 const MMSGHDR_SIZE: u64 = 64;
@@ -36,7 +34,7 @@ pub fn is_udp_syscall(n: u64) -> bool {
 #[inline(always)]
 pub fn is_udp(sk: u64) -> bool {
     let (family, _, ty) = kernel::sock_kind(sk);
-    (family == AF_INET || family == AF_INET6) && ty == SOCK_DGRAM
+    kernel::classify(family, ty) == kernel::SockClass::Udp
 }
 
 /// Add one datagram-carrying result to its flow. `addr` is the user `struct sockaddr`
@@ -54,29 +52,17 @@ pub fn flow_add(sk: u64, addr: u64, bytes: u64, datagrams_out: u64, service: u32
         tgid,
         ..Default::default()
     };
-    let mut named = false;
-    if addr != 0 {
-        // SAFETY: user reads are checked by the helper.
-        unsafe {
-            let family: u16 = bpf_probe_read_user(addr as *const u16).unwrap_or(0);
-            let port: u16 = bpf_probe_read_user((addr + 2) as *const u16).unwrap_or(0);
-            if family == AF_INET {
-                let v4: [u8; 4] =
-                    bpf_probe_read_user((addr + 4) as *const [u8; 4]).unwrap_or([0; 4]);
-                key.remote[..4].copy_from_slice(&v4);
-                named = true;
-            } else if family == AF_INET6 {
-                key.remote = bpf_probe_read_user((addr + 8) as *const [u8; 16]).unwrap_or([0; 16]);
-                named = true;
-            }
-            if named {
-                key.family = family;
-                key.remote_port = u16::from_be(port);
-            }
-        }
+    let named = match addr {
+        0 => None,
+        _ => kernel::user_sockaddr(addr),
+    };
+    if let Some((family, port, ip)) = named {
+        key.family = family;
+        key.remote_port = port;
+        key.remote = ip;
     }
     let a = kernel::sock_addrs(sk);
-    if !named {
+    if named.is_none() {
         key.family = a.family;
         key.remote = a.remote;
         key.remote_port = a.remote_port;

@@ -13,17 +13,8 @@ use crate::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-const SOCK_STREAM: u16 = 1;
-const SOCK_SEQPACKET: u16 = 5;
 /// `sizeof(sun_family)`: the path follows it in `struct sockaddr_un`.
 const SUN_PATH_OFF: u64 = 2;
-
-/// A connection-oriented unix socket.
-#[inline(always)]
-pub fn is_unix_stream(sk: u64) -> bool {
-    let (family, _, ty) = kernel::sock_kind(sk);
-    family == AF_UNIX && (ty == SOCK_STREAM || ty == SOCK_SEQPACKET)
-}
 
 /// The bound address of a unix socket into `slot` (nothing if it has none).
 #[inline(always)]
