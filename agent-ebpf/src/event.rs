@@ -270,14 +270,31 @@ impl Ev {
         }
     }
 
-    /// Raw bytes from the process's memory (argv), at most `cap` (a power of two).
+    /// Raw bytes from the process's memory (argv), at most `ARGV_CAP`.
     #[inline(always)]
     pub fn user_bytes(&mut self, slot: usize, kind: u8, ptr: u64, len: u64) {
-        const CAP: usize = agent_common::ARGV_CAP;
+        self.copy::<{ agent_common::ARGV_CAP }, false>(slot, kind, ptr, len)
+    }
+
+    /// Raw bytes from kernel memory, at most `NAME_CAP`.
+    #[inline(always)]
+    pub fn kernel_bytes(&mut self, slot: usize, kind: u8, ptr: u64, len: u64) {
+        self.copy::<NAME_CAP, true>(slot, kind, ptr, len)
+    }
+
+    /// `len` bytes at `ptr` (user or kernel memory) into `slot`, at most `CAP - 1` (a
+    /// power of two no larger than the slack after the data area).
+    #[inline(always)]
+    fn copy<const CAP: usize, const KERNEL: bool>(
+        &mut self,
+        slot: usize,
+        kind: u8,
+        ptr: u64,
+        len: u64,
+    ) {
         // Mask first and test the masked value: if the test came first, the compiler
         // would drop the mask as redundant and the verifier could not bound the write.
         let start = self.pos() & POS_MAX;
-        let o = start;
         let mut flags = 0;
         let mut n = len as usize;
         if n >= CAP {
@@ -285,49 +302,29 @@ impl Ev {
             flags |= str_flag::TRUNCATED;
         }
         n &= CAP - 1;
-        if o + n > POS_MAX {
+        if start + n > POS_MAX {
             n = 0;
             flags |= str_flag::TRUNCATED;
         }
         if n > 0 {
-            // SAFETY: bounded user read into the buffer (o < DATA_CAP, n < ARGV_CAP <= slack).
+            // SAFETY: start < DATA_CAP, inside the buffer.
+            let dst = unsafe { self.buf.data.as_mut_ptr().add(start) } as *mut _;
+            // SAFETY: bounded read into the buffer (start < DATA_CAP, n < CAP <= slack);
+            // the helpers check the source address: a bad one is an error, not a fault.
             let r = unsafe {
-                aya_ebpf::helpers::generated::bpf_probe_read_user(
-                    self.buf.data.as_mut_ptr().add(o) as *mut _,
-                    n as u32,
-                    ptr as *const _,
-                )
-            };
-            if r < 0 {
-                flags |= str_flag::READ_ERROR;
-                count(stat::READ_ERRORS);
-            } else {
-                self.set_pos(start + n);
-            }
-        }
-        self.set(slot, start, kind, flags);
-    }
-
-    /// Raw bytes from kernel memory, at most `NAME_CAP`.
-    #[inline(always)]
-    pub fn kernel_bytes(&mut self, slot: usize, kind: u8, ptr: u64, len: u64) {
-        let start = self.pos() & POS_MAX;
-        let mut flags = 0;
-        let mut n = len as usize;
-        if n >= NAME_CAP {
-            n = NAME_CAP - 1;
-            flags |= str_flag::TRUNCATED;
-        }
-        n &= NAME_CAP - 1;
-        if n > 0 {
-            // SAFETY: bounded kernel read into the buffer (start < DATA_CAP, n < NAME_CAP
-            // <= slack); a bad address is an error, not a fault.
-            let r = unsafe {
-                aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                    self.buf.data.as_mut_ptr().add(start) as *mut _,
-                    n as u32,
-                    ptr as *const _,
-                )
+                if KERNEL {
+                    aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                        dst,
+                        n as u32,
+                        ptr as *const _,
+                    )
+                } else {
+                    aya_ebpf::helpers::generated::bpf_probe_read_user(
+                        dst,
+                        n as u32,
+                        ptr as *const _,
+                    )
+                }
             };
             if r < 0 {
                 flags |= str_flag::READ_ERROR;
