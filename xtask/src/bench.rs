@@ -75,20 +75,6 @@ struct Sample {
     disk_bytes: u64,
 }
 
-fn loop_ns(stdout: &str) -> anyhow::Result<f64> {
-    stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("loop: ")?
-                .split(" in ")
-                .nth(1)?
-                .strip_suffix(" ns")?
-                .parse()
-                .ok()
-        })
-        .context("workload printed no timing line")
-}
-
 /// `PREFIX: ... in T ns` from a workload's output.
 fn timed(stdout: &str, prefix: &str) -> anyhow::Result<f64> {
     stdout
@@ -582,7 +568,7 @@ impl Ctx {
         match tool {
             Tool::Bare => {
                 let out = output_ok(Command::new(&w).arg(&self.op).current_dir(&self.tmp))?;
-                s.workload_ns = loop_ns(&String::from_utf8_lossy(&out.stdout))?;
+                s.workload_ns = timed(&String::from_utf8_lossy(&out.stdout), "loop: ")?;
             }
             Tool::Groundtruth => {
                 let trail = self.tmp.join(format!("trail-{round}"));
@@ -597,7 +583,7 @@ impl Ctx {
                 )?;
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let line = stderr.lines().last().unwrap_or_default();
-                s.workload_ns = loop_ns(&String::from_utf8_lossy(&out.stdout))?;
+                s.workload_ns = timed(&String::from_utf8_lossy(&out.stdout), "loop: ")?;
                 s.events = field(line, "groundtruth-agent: ").context("events in summary")?;
                 s.lost = field(line, "lost ").context("lost in summary")?;
                 let cpu = field(line, "agent cpu ").context("agent cpu in summary")? as f64;
@@ -626,7 +612,7 @@ impl Ctx {
                         .arg(&script)
                         .current_dir(&self.tmp),
                 )?;
-                s.workload_ns = loop_ns(&String::from_utf8_lossy(&out.stdout))?;
+                s.workload_ns = timed(&String::from_utf8_lossy(&out.stdout), "loop: ")?;
                 s.ops = count_bpftrace(&std::fs::read_to_string(&log)?);
                 let _ = std::fs::remove_file(&log);
             }
@@ -642,7 +628,7 @@ impl Ctx {
                         .arg(&self.op)
                         .current_dir(&self.tmp),
                 )?;
-                s.workload_ns = loop_ns(&String::from_utf8_lossy(&out.stdout))?;
+                s.workload_ns = timed(&String::from_utf8_lossy(&out.stdout), "loop: ")?;
                 s.ops = count_strace(&std::fs::read_to_string(&log)?);
                 let _ = std::fs::remove_file(&log);
             }
@@ -657,7 +643,7 @@ impl Ctx {
                 let removed = output_ok(Command::new("auditctl").arg("-d").args(&rule));
                 let out = out?;
                 removed?;
-                s.workload_ns = loop_ns(&String::from_utf8_lossy(&out.stdout))?;
+                s.workload_ns = timed(&String::from_utf8_lossy(&out.stdout), "loop: ")?;
                 s.ops = count_audit(&key)?.0;
             }
         }
