@@ -120,13 +120,10 @@ fn uname() -> (String, String) {
     (s(&u.nodename), s(&u.release))
 }
 
-fn run_id() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// A random 128-bit run id (hex): it ties every seal and footer to this run.
+fn run_id() -> anyhow::Result<String> {
+    let b = trail::seal::random_bytes::<16>().context("drawing the run id")?;
+    Ok(trail::seal::hex(&b))
 }
 
 fn prepare_out(out: &PathBuf) -> anyhow::Result<()> {
@@ -273,7 +270,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
 
     let (host, kernel) = uname();
     let run = RunInfo {
-        run_id: run_id(),
+        run_id: run_id()?,
         host,
         kernel,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -41,10 +41,16 @@ pub fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
+/// Bytes from the kernel's random source.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(format!("random source: {e}")))?;
+    Ok(b)
+}
+
 /// A fresh key from the kernel's random source.
 pub fn new_key() -> std::io::Result<SigningKey> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(format!("random source: {e}")))?;
+    let mut seed = random_bytes::<32>()?;
     let key = SigningKey::from_bytes(&seed);
     seed.iter_mut().for_each(|b| *b = 0);
     Ok(key)
