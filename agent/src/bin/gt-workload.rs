@@ -46,7 +46,12 @@
 //!                       thread; prints `bulk: B bytes in T ns`
 //!   waitfor:PATH        wait (up to 60 s) until PATH exists
 //!   sleep:MS
-use std::{ffi::CString, io::Write, os::unix::ffi::OsStrExt, path::Path};
+use std::{
+    ffi::CString,
+    io::{Read, Write},
+    os::unix::ffi::OsStrExt,
+    path::Path,
+};
 
 fn cs(p: &str) -> CString {
     CString::new(Path::new(p).as_os_str().as_bytes()).expect("no NUL in paths")
@@ -56,6 +61,44 @@ fn write_file(path: &str, n: usize) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(&vec![b'x'; n])?;
     Ok(())
+}
+
+/// Fork a child that runs `f` and exits, 0 if it succeeded, without running the
+/// parent's destructors. Called while the program is single-threaded.
+fn fork_child(f: impl FnOnce() -> std::io::Result<()>) -> libc::pid_t {
+    // SAFETY: fork in a single-threaded program; the child only runs `f` and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = f().is_ok();
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    pid
+}
+
+/// Wait for a child of [`fork_child`].
+fn wait_child(pid: libc::pid_t, op: &str) -> Result<(), String> {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    if st != 0 {
+        return Err(format!("{op}: the server child failed ({st})"));
+    }
+    Ok(())
+}
+
+/// The server's side of an exchange: read `n` bytes, answer `m`.
+fn serve_exchange(c: &mut (impl Read + Write), n: usize, m: usize) -> std::io::Result<()> {
+    let mut buf = vec![0u8; n];
+    c.read_exact(&mut buf)?;
+    c.write_all(&vec![b's'; m])
+}
+
+/// The client's side: send `n` bytes, read the `m` of the answer.
+fn client_exchange(c: &mut (impl Read + Write), n: usize, m: usize) -> std::io::Result<()> {
+    c.write_all(&vec![b'c'; n])?;
+    let mut buf = vec![0u8; m];
+    c.read_exact(&mut buf)
 }
 
 fn run(op: &str) -> Result<(), String> {
@@ -177,7 +220,6 @@ fn run(op: &str) -> Result<(), String> {
             Ok(())
         }
         "tcp" => {
-            use std::io::{Read, Write};
             let addr = ip(1)?;
             let (n, m) = (num(2)?, num(3)?);
             let listener =
@@ -186,35 +228,13 @@ fn run(op: &str) -> Result<(), String> {
                 .local_addr()
                 .map_err(|e| format!("{op}: {e}"))?
                 .port();
-            // SAFETY: fork in a single-threaded program; the child serves and exits.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                let ok = (|| -> std::io::Result<()> {
-                    let (mut c, _) = listener.accept()?;
-                    let mut buf = vec![0u8; n];
-                    c.read_exact(&mut buf)?;
-                    c.write_all(&vec![b's'; m])?;
-                    Ok(())
-                })();
-                // SAFETY: leaving the child without running the parent's destructors.
-                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
-            }
+            let pid = fork_child(|| serve_exchange(&mut listener.accept()?.0, n, m));
             drop(listener);
-            let result = (|| -> std::io::Result<()> {
-                let mut c = std::net::TcpStream::connect((addr, port))?;
-                c.write_all(&vec![b'c'; n])?;
-                let mut buf = vec![0u8; m];
-                c.read_exact(&mut buf)?;
-                Ok(())
-            })();
-            let mut st = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
+            let result = std::net::TcpStream::connect((addr, port))
+                .and_then(|mut c| client_exchange(&mut c, n, m));
+            let served = wait_child(pid, op);
             result.map_err(|e| format!("{op}: {e}"))?;
-            if st != 0 {
-                return Err(format!("{op}: the server child failed ({st})"));
-            }
-            Ok(())
+            served
         }
         "udp" => {
             use std::os::fd::AsRawFd;
@@ -278,7 +298,6 @@ fn run(op: &str) -> Result<(), String> {
             Ok(())
         }
         "unix" => {
-            use std::io::{Read, Write};
             use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
             let path = arg(1)?;
             let (n, m) = (num(2)?, num(3)?);
@@ -291,110 +310,24 @@ fn run(op: &str) -> Result<(), String> {
                 None => SocketAddr::from_pathname(path).map_err(e)?,
             };
             let listener = UnixListener::bind_addr(&addr).map_err(e)?;
-            // SAFETY: fork in a single-threaded program; the child serves and exits.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                let ok = (|| -> std::io::Result<()> {
-                    let (mut c, _) = listener.accept()?;
-                    let mut buf = vec![0u8; n];
-                    c.read_exact(&mut buf)?;
-                    c.write_all(&vec![b's'; m])?;
-                    // Exits with the connection open: the kernel closes it.
-                    std::mem::forget(c);
-                    Ok(())
-                })();
-                // SAFETY: leaving the child without running destructors.
-                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
-            }
-            let result = (|| -> std::io::Result<()> {
-                let mut c = UnixStream::connect_addr(&addr)?;
-                c.write_all(&vec![b'c'; n])?;
-                let mut buf = vec![0u8; m];
-                c.read_exact(&mut buf)?;
+            let pid = fork_child(|| {
+                let (mut c, _) = listener.accept()?;
+                serve_exchange(&mut c, n, m)?;
+                // Exits with the connection open: the kernel closes it.
+                std::mem::forget(c);
                 Ok(())
-            })();
-            let mut st = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
+            });
+            let result =
+                UnixStream::connect_addr(&addr).and_then(|mut c| client_exchange(&mut c, n, m));
+            let served = wait_child(pid, op);
             drop(listener);
             if !path.starts_with('@') {
                 let _ = std::fs::remove_file(path);
             }
             result.map_err(e)?;
-            if st != 0 {
-                return Err(format!("{op}: the server child failed ({st})"));
-            }
-            Ok(())
-        }
-        "tcploop" => {
-            use std::io::{Read, Write};
-            let n = num(1)?;
-            let e = |x: std::io::Error| format!("{op}: {x}");
-            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(e)?;
-            let addr = listener.local_addr().map_err(e)?;
-            let server = std::thread::spawn(move || -> std::io::Result<()> {
-                for _ in 0..n {
-                    let (mut c, _) = listener.accept()?;
-                    let mut buf = [0u8; 100];
-                    c.read_exact(&mut buf)?;
-                    c.write_all(&buf)?;
-                }
-                Ok(())
-            });
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                let mut c = std::net::TcpStream::connect(addr).map_err(e)?;
-                c.write_all(&[b'x'; 100]).map_err(e)?;
-                let mut buf = [0u8; 100];
-                c.read_exact(&mut buf).map_err(e)?;
-            }
-            let elapsed = t.elapsed().as_nanos();
-            server
-                .join()
-                .map_err(|_| format!("{op}: server thread panicked"))?
-                .map_err(e)?;
-            println!("tcploop: {n} connections in {elapsed} ns");
-            Ok(())
-        }
-        "bulk" => {
-            use std::io::{Read, Write};
-            let total = num(1)? << 20;
-            let e = |x: std::io::Error| format!("{op}: {x}");
-            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(e)?;
-            let addr = listener.local_addr().map_err(e)?;
-            let server = std::thread::spawn(move || -> std::io::Result<usize> {
-                let (mut c, _) = listener.accept()?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut got = 0;
-                loop {
-                    match c.read(&mut buf)? {
-                        0 => return Ok(got),
-                        k => got += k,
-                    }
-                }
-            });
-            let chunk = vec![b'b'; 1 << 20];
-            let t = std::time::Instant::now();
-            let mut c = std::net::TcpStream::connect(addr).map_err(e)?;
-            let mut sent = 0;
-            while sent < total {
-                c.write_all(&chunk).map_err(e)?;
-                sent += chunk.len();
-            }
-            drop(c);
-            let got = server
-                .join()
-                .map_err(|_| format!("{op}: server thread panicked"))?
-                .map_err(e)?;
-            let elapsed = t.elapsed().as_nanos();
-            if got != total {
-                return Err(format!("{op}: server received {got} of {total} bytes"));
-            }
-            println!("bulk: {total} bytes in {elapsed} ns");
-            Ok(())
+            served
         }
         "serve" => {
-            use std::io::{Read, Write};
             let addr = ip(1)?;
             let file = arg(2)?;
             let (n, m) = (num(3)?, num(4)?);
@@ -405,13 +338,9 @@ fn run(op: &str) -> Result<(), String> {
             std::fs::write(&tmp, port.to_string()).map_err(e)?;
             std::fs::rename(&tmp, file).map_err(e)?;
             let (mut c, _) = listener.accept().map_err(e)?;
-            let mut buf = vec![0u8; n];
-            c.read_exact(&mut buf).map_err(e)?;
-            c.write_all(&vec![b's'; m]).map_err(e)?;
-            Ok(())
+            serve_exchange(&mut c, n, m).map_err(e)
         }
         "connect" => {
-            use std::io::{Read, Write};
             let addr = ip(1)?;
             let file = arg(2)?;
             let (n, m) = (num(3)?, num(4)?);
@@ -430,50 +359,37 @@ fn run(op: &str) -> Result<(), String> {
             };
             let e = |x: std::io::Error| format!("{op}: {x}");
             let mut c = std::net::TcpStream::connect((addr, port)).map_err(e)?;
-            c.write_all(&vec![b'c'; n]).map_err(e)?;
-            let mut buf = vec![0u8; m];
-            c.read_exact(&mut buf).map_err(e)?;
-            Ok(())
+            client_exchange(&mut c, n, m).map_err(e)
         }
         "nbtcp" | "reset" => {
-            use std::io::{Read, Write};
             let addr = ip(1)?;
             let reset = parts[0] == "reset";
             let (n, m) = if reset { (0, 0) } else { (num(2)?, num(3)?) };
             let e = |x: std::io::Error| format!("{op}: {x}");
             let listener = std::net::TcpListener::bind((addr, 0)).map_err(e)?;
             let to = listener.local_addr().map_err(e)?;
-            // SAFETY: fork in a single-threaded program; the child serves and exits.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                let ok = (|| -> std::io::Result<()> {
-                    let (mut c, _) = listener.accept()?;
-                    if reset {
-                        use std::os::fd::AsRawFd;
-                        let l = libc::linger {
-                            l_onoff: 1,
-                            l_linger: 0,
-                        };
-                        // SAFETY: valid socket and option.
-                        unsafe {
-                            libc::setsockopt(
-                                c.as_raw_fd(),
-                                libc::SOL_SOCKET,
-                                libc::SO_LINGER,
-                                &l as *const _ as *const _,
-                                std::mem::size_of::<libc::linger>() as u32,
-                            )
-                        };
-                        return Ok(());
-                    }
-                    let mut buf = vec![0u8; n];
-                    c.read_exact(&mut buf)?;
-                    c.write_all(&vec![b's'; m])?;
-                    Ok(())
-                })();
-                // SAFETY: leaving the child without running the parent's destructors.
-                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
-            }
+            let pid = fork_child(|| {
+                let (mut c, _) = listener.accept()?;
+                if !reset {
+                    return serve_exchange(&mut c, n, m);
+                }
+                use std::os::fd::AsRawFd;
+                let l = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: valid socket and option; closing it then sends a reset.
+                unsafe {
+                    libc::setsockopt(
+                        c.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &l as *const _ as *const _,
+                        std::mem::size_of::<libc::linger>() as u32,
+                    )
+                };
+                Ok(())
+            });
             drop(listener);
             let result = (|| -> Result<(), String> {
                 let mut c =
@@ -487,19 +403,11 @@ fn run(op: &str) -> Result<(), String> {
                         other => Err(format!("{op}: expected a reset, got {other:?}")),
                     };
                 }
-                c.write_all(&vec![b'c'; n]).map_err(e)?;
-                let mut buf = vec![0u8; m];
-                c.read_exact(&mut buf).map_err(e)?;
-                Ok(())
+                client_exchange(&mut c, n, m).map_err(e)
             })();
-            let mut st = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
+            let served = wait_child(pid, op);
             result?;
-            if st != 0 {
-                return Err(format!("{op}: the server child failed ({st})"));
-            }
-            Ok(())
+            served
         }
         "nbrefused" => {
             let addr = ip(1)?;
