@@ -55,9 +55,9 @@ pub mod ev_flag {
     /// A close that the kernel did implicitly (descriptor reused after exec closed it, or
     /// process exit), reported by the agent rather than by a `close()` call.
     pub const IMPLICIT_CLOSE: u32 = 1 << 0;
-    /// The open created the file (O_CREAT and the inode did not exist before is not
-    /// knowable here; this bit means O_CREAT was requested and the open succeeded).
-    pub const CREATE_REQUESTED: u32 = 1 << 1;
+    /// The open created the file (the kernel set `FMODE_CREATED` on it: O_CREAT and
+    /// the name did not exist).
+    pub const CREATED: u32 = 1 << 1;
     /// Network: the connection was opened by this side (connect).
     pub const OUTBOUND: u32 = 1 << 2;
     /// Network: the connection was accepted by this side.
@@ -303,6 +303,8 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub file_f_path: u32,
     pub file_f_inode: u32,
+    /// `file.f_mode` (`FMODE_CREATED`: the open created the file).
+    pub file_f_mode: u32,
     pub path_mnt: u32,
     pub path_dentry: u32,
     pub dentry_d_parent: u32,

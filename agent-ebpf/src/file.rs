@@ -340,8 +340,8 @@ fn open_exit(
         return Ok(());
     };
     fill_args(&mut ev, spec, p, ret);
-    if ev.buf.ev.flags & syscalls::O_CREAT != 0 && ret >= 0 {
-        ev.buf.ev.ev_flags |= ev_flag::CREATE_REQUESTED;
+    if ev.buf.ev.flags & syscalls::O_CREAT != 0 && file != 0 && kernel::file_created(file) {
+        ev.buf.ev.ev_flags |= ev_flag::CREATED;
     }
     if ret >= 0 {
         ev.buf.ev.fd = ret as i32;

@@ -25,6 +25,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     fdt_max_fds: 0,
     file_f_path: 0,
     file_f_inode: 0,
+    file_f_mode: 0,
     path_mnt: 0,
     path_dentry: 0,
     dentry_d_parent: 0,
@@ -169,6 +170,15 @@ pub fn cwd(task: u64) -> Result<(u64, u64), i64> {
 pub fn file_refs(file: u64) -> Result<i64, i64> {
     let v: i64 = read(file, off!(file_refcnt))?;
     Ok(v + off!(file_refcnt_bias) as i64)
+}
+
+/// `FMODE_CREATED` (include/linux/fs.h: `1 << 20` since 4.19, unchanged through 6.18).
+const FMODE_CREATED: u32 = 1 << 20;
+
+/// Whether the open that made `file` created it.
+#[inline(always)]
+pub fn file_created(file: u64) -> bool {
+    read::<u32>(file, off!(file_f_mode)).is_ok_and(|m| m & FMODE_CREATED != 0)
 }
 
 /// (inode number, device) of an open file.

@@ -291,6 +291,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fdt_max_fds: btf.offset("fdtable", "max_fds")?,
         file_f_path: btf.offset("file", "f_path")?,
         file_f_inode: btf.offset("file", "f_inode")?,
+        file_f_mode: btf.offset("file", "f_mode")?,
         path_mnt: btf.offset("path", "mnt")?,
         path_dentry: btf.offset("path", "dentry")?,
         dentry_d_parent: btf.offset("dentry", "d_parent")?,

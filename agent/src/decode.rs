@@ -747,6 +747,7 @@ impl Decoder {
                 e.groundtruth.mode = Some(r.arg_a as u32);
                 if r.ret >= 0 {
                     e.groundtruth.fd = Some(r.fd);
+                    e.groundtruth.created = r.ev_flags & ev_flag::CREATED != 0;
                     self.fds.insert((h.pid, r.fd as u32), f.clone());
                 }
                 e.file = Some(f);

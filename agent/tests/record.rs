@@ -33,6 +33,8 @@ fn file_activity_is_recorded_exactly() {
         "missing:../nothere".into(),
         "mkdir:newdir".into(),
         "rmdir:newdir".into(),
+        "write:twice.txt:1".into(),
+        "write:twice.txt:2".into(),
     ];
     let mut cmd = vec![WORKLOAD];
     cmd.extend(ops.iter().map(String::as_str));
@@ -111,6 +113,12 @@ fn file_activity_is_recorded_exactly() {
     let newdir = work.join("sub/newdir");
     assert_eq!(run.one("Mkdir", &newdir).groundtruth.mode, Some(0o777));
     assert_eq!(run.one("Rmdir", &newdir).actor.pid, pid);
+
+    // O_CREAT twice on one name: only the first open created the file.
+    let twice = run.file_events("Open", &work.join("sub/twice.txt"));
+    let created: Vec<bool> = twice.iter().map(|e| e.groundtruth.created).collect();
+    assert_eq!(created, [true, false], "{twice:#?}");
+    assert!(open[0].groundtruth.created && !open[1].groundtruth.created);
     assert_eq!(run.metadata[meta::LOST_TOTAL], "0");
 }
 

@@ -152,6 +152,9 @@ pub struct Extra {
     pub socket_path: Option<String>,
     /// Unix sockets: the peer's pid as the kernel recorded it (SO_PEERCRED).
     pub peer_pid: Option<u32>,
+    /// File Open: the open created the file (it did not exist; `FMODE_CREATED`).
+    #[serde(default)]
+    pub created: bool,
 }
 
 /// One event.

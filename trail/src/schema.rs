@@ -119,6 +119,7 @@ fn extra_fields() -> Fields {
         Field::new("connection_id", DataType::UInt64, true),
         Field::new("socket_path", DataType::Utf8, true),
         Field::new("peer_pid", DataType::Int32, true),
+        Field::new("created", DataType::Boolean, false),
     ])
 }
 
@@ -286,6 +287,7 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         UInt64Builder::with_capacity(n),
     );
     let mut g_impl = BooleanBuilder::with_capacity(n);
+    let mut g_created = BooleanBuilder::with_capacity(n);
     let mut g_conn = UInt64Builder::with_capacity(n);
     let mut g_sock_path = StringBuilder::with_capacity(n, n);
     let mut g_peer = Int32Builder::with_capacity(n);
@@ -365,6 +367,7 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         g_conn.append_option(g.connection_id);
         g_sock_path.append_option(g.socket_path.as_deref());
         g_peer.append_option(g.peer_pid.map(|p| p as i32));
+        g_created.append_value(g.created);
         let dn = Network::default();
         let net = e.network.as_ref().unwrap_or(&dn);
         net_valid.push(e.network.is_some());
@@ -445,6 +448,7 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             Arc::new(g_conn.finish()),
             Arc::new(g_sock_path.finish()),
             Arc::new(g_peer.finish()),
+            Arc::new(g_created.finish()),
         ],
         None,
     );
@@ -580,6 +584,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
     let g_conn = col::<UInt64Array>(g, "connection_id")?;
     let g_sock_path = col::<StringArray>(g, "socket_path")?;
     let g_peer = col::<Int32Array>(g, "peer_pid")?;
+    let g_created = col::<BooleanArray>(g, "created")?;
     let src = col::<StructArray>(&root, "src_endpoint")?;
     let dst = col::<StructArray>(&root, "dst_endpoint")?;
     let conn = col::<StructArray>(&root, "connection_info")?;
@@ -651,6 +656,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                 connection_id: opt!(g_conn, i),
                 socket_path: opt_str(g_sock_path, i),
                 peer_pid: opt!(g_peer, i).map(|p| p as u32),
+                created: g_created.value(i),
             },
             network: conn.is_valid(i).then(|| Network {
                 src: src.is_valid(i).then(|| Endpoint {
