@@ -1,6 +1,6 @@
 //! `groundtruth`: the unprivileged side. Reads trails written by groundtruth-agent.
 
-use analysis::{events, handoffs, verify};
+use analysis::{analyze, events, handoffs, verify};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::{io::Write, path::PathBuf, process::ExitCode};
@@ -9,7 +9,33 @@ const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  success (verify: everything verifies)
   1  the trail does not verify, or could not be read (missing, not a trail, corrupt)
-  2  usage error (bad arguments, unreadable --pubkey or --anchor file)";
+  2  usage error (bad arguments, unreadable --pubkey or --anchor file)
+analyze:
+  0  every required kernel action is audited and every audit record is backed by the kernel
+  1  there are findings (unaudited actions or unsupported records)
+  2  usage or input error (bad arguments, unreadable or malformed log, bad mapping or
+     expectations file, a trail that does not verify)";
+
+const ANALYZE_HELP: &str = "EXAMPLES:
+  groundtruth analyze trail/ --audit-log orders=orders/audit.jsonl --audit-log gateway=gw.jsonl
+  groundtruth analyze trail/ --audit-log app=app.log --mapping app=app-mapping.toml \
+      --expect expectations.toml --format junit --output analyze.xml
+
+AUDIT LOGS are JSON Lines. Built-in mappings: ECS (`@timestamp`, `event.action`,
+`file.path`, `destination.ip`/`port`, `process.pid`) and OCSF (`time`, `class_uid`,
+`activity_id`, `file.path`, `dst_endpoint`, `actor.process.pid`), detected from the first
+record; any other shape with a TOML mapping file (--mapping; format in docs/analysis.md).
+
+WITHOUT --expect, these must be audited: file creates, writes, deletes and renames outside
+system and temporary paths (/tmp, /var/tmp, /run, /usr, /lib*, /bin, /sbin, /boot,
+/var/cache), and TCP connections between recorded services. Never required: /proc, /sys,
+/dev, shared libraries, locale files, each service's own audit log.
+
+EXIT STATUS:
+  0  every required kernel action is audited and every audit record is backed by the kernel
+  1  there are findings (unaudited actions or unsupported records)
+  2  usage or input error (bad arguments, unreadable or malformed log, bad mapping or
+     expectations file, a trail that does not verify)";
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +105,45 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: VerifyFormat,
     },
+    /// Compare a trail with the services' audit logs.
+    ///
+    /// Kernel events are folded into actions (one write of a file from open to close, one
+    /// rename, one delete, one TCP connection, one exec); each action that must be
+    /// audited is matched to at most one audit record of the same service, class and
+    /// resource within --window. Findings: `unaudited` (the kernel saw it, no record
+    /// says so) and `unsupported` (a record claims what the kernel never saw).
+    #[command(after_help = ANALYZE_HELP)]
+    Analyze {
+        /// Trail directory written by `groundtruth-agent record --out DIR`.
+        dir: PathBuf,
+        /// An audit log written by a service (repeatable): the service label as in the
+        /// trail, and the JSON Lines file.
+        #[arg(long = "audit-log", value_name = "SERVICE=PATH", required = true)]
+        audit_log: Vec<String>,
+        /// How to read the logs: `ecs`, `ocsf` or a TOML mapping file, for every log, or
+        /// `SERVICE=ecs|ocsf|FILE` for one service's logs (repeatable). Default: detect.
+        #[arg(long, value_name = "MAPPING")]
+        mapping: Vec<String>,
+        /// Expectations file (TOML): which kernel actions require a record. Default: the
+        /// built-in rules below.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+        /// How far apart a record and its action may be in time (2s, 500ms, 1.5s).
+        #[arg(long, default_value = "2s", value_name = "DURATION")]
+        window: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: AnalyzeFormat,
+        /// Write the report to FILE instead of stdout (a one-line result still goes to
+        /// stderr).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Count and report malformed log lines instead of stopping at the first.
+        #[arg(long)]
+        skip_malformed: bool,
+        /// Analyze the trail even if it does not verify (the report says so).
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Print the connections between services, paired from both ends.
     ///
     /// TCP connections (same 4-tuple), unix stream connections (same address, the
@@ -101,6 +166,16 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AnalyzeFormat {
+    /// Findings grouped by service, coverage and skew, for people.
+    Text,
+    /// One JSON object (schema `groundtruth.analyze/1`, docs/analysis.md).
+    Json,
+    /// JUnit XML: a test case per service and expectation rule.
+    Junit,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,8 +226,155 @@ fn verified(dir: &std::path::Path, no_verify: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn mapping_of(v: &str) -> Result<analyze::audit::Mapping, Usage> {
+    Ok(match v {
+        "ecs" => analyze::audit::Mapping::Ecs,
+        "ocsf" => analyze::audit::Mapping::Ocsf,
+        file => analyze::audit::Mapping::Custom(std::sync::Arc::new(
+            analyze::audit::CustomMapping::load(std::path::Path::new(file))
+                .map_err(|e| Usage(format!("--mapping {e}")))?,
+        )),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_analyze(
+    dir: PathBuf,
+    audit_log: Vec<String>,
+    mapping: Vec<String>,
+    expect: Option<PathBuf>,
+    window: String,
+    format: AnalyzeFormat,
+    output: Option<PathBuf>,
+    skip_malformed: bool,
+    no_verify: bool,
+) -> anyhow::Result<()> {
+    let window_ns =
+        analyze::time::parse_duration(&window).map_err(|e| Usage(format!("--window {e}")))?;
+    if window_ns <= 0 {
+        return Err(Usage("--window must be greater than zero".into()).into());
+    }
+    let mut all = None;
+    let mut per_service = std::collections::HashMap::new();
+    for m in &mapping {
+        match m.split_once('=') {
+            Some((svc, v)) if !svc.contains('/') => {
+                per_service.insert(svc.to_string(), mapping_of(v)?);
+            }
+            _ => all = Some(mapping_of(m)?),
+        }
+    }
+    let mut logs = Vec::new();
+    for a in &audit_log {
+        let (svc, path) = a
+            .split_once('=')
+            .filter(|(s, p)| !s.is_empty() && !p.is_empty())
+            .ok_or_else(|| Usage(format!("--audit-log `{a}`: expected SERVICE=PATH")))?;
+        let m = per_service.get(svc).cloned().or_else(|| all.clone());
+        logs.push((svc.to_string(), PathBuf::from(path), m));
+    }
+    for svc in per_service.keys() {
+        if !logs.iter().any(|l| &l.0 == svc) {
+            return Err(Usage(format!(
+                "--mapping {svc}=...: no --audit-log for service `{svc}`"
+            ))
+            .into());
+        }
+    }
+    let run_id = if no_verify {
+        eprintln!("groundtruth: NOT VERIFIED (--no-verify): this report may come from a trail that was changed");
+        None
+    } else {
+        let report = trail::verify::verify(&dir, &trail::verify::Expect::default())
+            .map_err(|e| Usage(format!("verifying {}: {e}", dir.display())))?;
+        if !report.ok() {
+            for p in &report.problems {
+                eprintln!("groundtruth: {}", verify::problem_line(p));
+            }
+            return Err(Usage(format!(
+                "{} does not verify ({} problems above); `groundtruth verify {}` explains, --no-verify analyzes it anyway",
+                dir.display(),
+                report.problems.len(),
+                dir.display()
+            ))
+            .into());
+        }
+        report.run_id
+    };
+    let opts = analyze::Options {
+        dir,
+        logs,
+        expect,
+        window_ns,
+        skip_malformed,
+        verification_skipped: no_verify,
+        run_id,
+    };
+    let report = analyze::analyze(&opts).map_err(Usage)?;
+    let write = |out: &mut dyn Write| -> std::io::Result<()> {
+        let mut out = out;
+        match format {
+            AnalyzeFormat::Text => analyze::report::print_text(&mut out, &report),
+            AnalyzeFormat::Json => analyze::report::print_json(&mut out, &report),
+            AnalyzeFormat::Junit => analyze::report::print_junit(&mut out, &report),
+        }
+    };
+    match &output {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .map_err(|e| Usage(format!("--output {}: {e}", p.display())))?;
+            let mut w = std::io::BufWriter::new(f);
+            write(&mut w)
+                .and_then(|_| w.flush())
+                .map_err(|e| Usage(format!("--output {}: {e}", p.display())))?;
+            let ua = report
+                .findings
+                .iter()
+                .filter(|f| f.kind == "unaudited")
+                .count();
+            eprintln!(
+                "groundtruth: {} findings ({ua} unaudited, {} unsupported); report in {}",
+                report.findings.len(),
+                report.findings.len() - ua,
+                p.display()
+            );
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let r = write(&mut out);
+            finish(r, &mut out)?;
+        }
+    }
+    if !report.ok {
+        return Err(Findings.into());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Analyze {
+            dir,
+            audit_log,
+            mapping,
+            expect,
+            window,
+            format,
+            output,
+            skip_malformed,
+            no_verify,
+        } => run_analyze(
+            dir,
+            audit_log,
+            mapping,
+            expect,
+            window,
+            format,
+            output,
+            skip_malformed,
+            no_verify,
+        ),
         Cmd::Verify {
             dir,
             pubkey,
@@ -252,6 +474,16 @@ impl std::fmt::Display for Usage {
 }
 impl std::error::Error for Usage {}
 
+/// `analyze` found something; the report says what (exit status 1).
+#[derive(Debug)]
+struct Findings;
+impl std::fmt::Display for Findings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("findings")
+    }
+}
+impl std::error::Error for Findings {}
+
 /// `verify` found problems; they are printed already (exit status 1).
 #[derive(Debug)]
 struct NotVerified;
@@ -267,6 +499,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<NotVerified>().is_some() => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<Findings>().is_some() => ExitCode::from(1),
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
             eprintln!("groundtruth: error: {e:#}");
             ExitCode::from(2)

@@ -82,6 +82,79 @@ pub fn read_segment(path: &Path) -> Result<Segment, TrailError> {
     })
 }
 
+/// The events of a trail, segment after segment, one record batch in memory at a time
+/// (memory does not grow with the trail).
+pub struct EventStream {
+    paths: std::vec::IntoIter<PathBuf>,
+    path: PathBuf,
+    batches: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+    events: std::vec::IntoIter<Event>,
+}
+
+/// Stream the events of every segment of a trail directory, in order.
+pub fn stream_events(dir: &Path) -> Result<EventStream, TrailError> {
+    Ok(EventStream {
+        paths: segment_paths(dir)?.into_iter(),
+        path: PathBuf::new(),
+        batches: None,
+        events: Vec::new().into_iter(),
+    })
+}
+
+impl EventStream {
+    fn open(&mut self, path: PathBuf) -> Result<(), TrailError> {
+        let pq = |source| TrailError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(|source| TrailError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+        if builder.schema().fields() != schema::schema().fields() {
+            return Err(TrailError::Schema(format!(
+                "{}: columns differ from the trail schema",
+                path.display()
+            )));
+        }
+        self.batches = Some(builder.with_batch_size(4096).build().map_err(pq)?);
+        self.path = path;
+        Ok(())
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<Event, TrailError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.events.next() {
+                return Some(Ok(e));
+            }
+            match self.batches.as_mut().and_then(|b| b.next()) {
+                Some(Ok(batch)) => match schema::from_batch(&batch) {
+                    Ok(v) => self.events = v.into_iter(),
+                    Err(e) => return Some(Err(e)),
+                },
+                Some(Err(source)) => {
+                    self.batches = None;
+                    return Some(Err(TrailError::Parquet {
+                        path: self.path.clone(),
+                        source: source.into(),
+                    }));
+                }
+                None => {
+                    let path = self.paths.next()?;
+                    if let Err(e) = self.open(path) {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Read every segment of a trail directory.
 pub fn read_trail(dir: &Path) -> Result<Vec<Segment>, TrailError> {
     segment_paths(dir)?
@@ -185,6 +258,11 @@ mod tests {
         let segs = read_trail(dir.path()).unwrap();
         let back: Vec<Event> = segs.iter().flat_map(|s| s.events.clone()).collect();
         assert_eq!(back, events);
+        let streamed: Vec<Event> = stream_events(dir.path())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(streamed, events, "streaming reads the same events");
         let last = &segs[2].metadata;
         assert_eq!(last[meta::RUN_ID], "r1");
         assert_eq!(last[meta::SEGMENT], "2");

@@ -1,0 +1,1119 @@
+//! Audit logs in: JSON Lines, one record per line, streamed.
+//!
+//! Built-in mappings: Elastic Common Schema ([`Mapping::Ecs`]) and OCSF JSON
+//! ([`Mapping::Ocsf`]), detected per file from its first record, or chosen with
+//! `--mapping`; a TOML mapping file ([`CustomMapping`]) for any other JSON shape.
+//!
+//! A line that is not a JSON object, has no readable time, or claims a kernel-visible
+//! action without its resource is malformed: an error naming the file, the line and
+//! what was expected. A well-formed record about something the kernel cannot see (a
+//! login, a business event) is counted as ignored.
+
+use super::{excerpt, normalize_path, time, Claim, Class, Record};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{BufRead, BufReader, Read},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+/// How the records of a log are read.
+#[derive(Clone, Debug)]
+pub enum Mapping {
+    Ecs,
+    Ocsf,
+    Custom(Arc<CustomMapping>),
+}
+
+impl Mapping {
+    pub fn name(&self) -> String {
+        match self {
+            Mapping::Ecs => "ecs".into(),
+            Mapping::Ocsf => "ocsf".into(),
+            Mapping::Custom(c) => c.source.display().to_string(),
+        }
+    }
+}
+
+/// A TOML mapping file: where a JSON record keeps its time, its action and its resource.
+///
+/// ```toml
+/// [time]
+/// field = "ts"              # dotted path into the object ("a.b" = {"a":{"b":..}} or {"a.b":..})
+/// format = "epoch_ms"       # rfc3339 | epoch_s | epoch_ms | epoch_us | epoch_ns | auto
+///
+/// [action]
+/// field = "event"
+/// [action.classes]          # class = the values of the action field that mean it
+/// "file.write" = ["order.saved"]
+/// "file.delete" = ["order.purged"]
+/// "network.connect" = ["storage.call"]
+///
+/// [fields]                  # all optional
+/// path = "details.file"     # file classes: the file (rename: the new name); exec: the executable
+/// old_path = "details.from" # rename: the old name
+/// peer_address = "peer"     # "host:port" or "[v6]:port" of the other end
+/// peer_host = "peer_host"
+/// peer_port = "peer_port"
+/// peer_service = "peer_service"
+/// local_port = "port"       # this end's port (accept: the listening port)
+/// pid = "pid"
+/// ```
+#[derive(Debug)]
+pub struct CustomMapping {
+    pub source: PathBuf,
+    time_field: String,
+    time_format: time::TimeFormat,
+    action_field: String,
+    /// Lowercased action value -> class.
+    classes: BTreeMap<String, Class>,
+    fields: Fields,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    path: Option<String>,
+    old_path: Option<String>,
+    peer_address: Option<String>,
+    peer_host: Option<String>,
+    peer_port: Option<String>,
+    peer_service: Option<String>,
+    local_port: Option<String>,
+    pid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingFile {
+    time: TimeSpec,
+    action: ActionSpec,
+    #[serde(default)]
+    fields: Fields,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeSpec {
+    field: String,
+    #[serde(default = "auto")]
+    format: time::TimeFormat,
+}
+
+fn auto() -> time::TimeFormat {
+    time::TimeFormat::Auto
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionSpec {
+    field: String,
+    classes: BTreeMap<String, Vec<String>>,
+}
+
+impl CustomMapping {
+    /// Read and check a mapping file; errors name the file and what is wrong.
+    pub fn load(path: &Path) -> Result<CustomMapping, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<CustomMapping, String> {
+        let f: MappingFile =
+            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut classes = BTreeMap::new();
+        for (name, values) in f.action.classes {
+            let class = Class::parse(&name).ok_or_else(|| {
+                format!(
+                    "{}: [action.classes]: unknown class `{name}` (expected one of {})",
+                    path.display(),
+                    Class::ALL.map(|c| c.name()).join(", ")
+                )
+            })?;
+            for v in values {
+                if let Some(other) = classes.insert(v.to_lowercase(), class) {
+                    if other != class {
+                        return Err(format!(
+                            "{}: [action.classes]: `{v}` is listed under both {other} and {class}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        if classes.is_empty() {
+            return Err(format!(
+                "{}: [action.classes] maps no value to a class",
+                path.display()
+            ));
+        }
+        Ok(CustomMapping {
+            source: path.to_path_buf(),
+            time_field: f.time.field,
+            time_format: f.time.format,
+            action_field: f.action.field,
+            classes,
+            fields: f.fields,
+        })
+    }
+}
+
+/// A value at a dotted path: `a.b.c` finds `{"a":{"b":{"c":..}}}`, `{"a.b.c":..}` and
+/// any mix (`{"a":{"b.c":..}}`), as ECS producers write both.
+pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let o = v.as_object()?;
+    lookup_in(o, path)
+}
+
+fn lookup_in<'a>(o: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(x) = o.get(path) {
+        return Some(x);
+    }
+    for (i, _) in path.match_indices('.') {
+        if let Some(Value::Object(sub)) = o.get(&path[..i]) {
+            if let Some(x) = lookup_in(sub, &path[i + 1..]) {
+                return Some(x);
+            }
+        }
+    }
+    None
+}
+
+fn text<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
+    lookup(v, path)?.as_str().filter(|s| !s.is_empty())
+}
+
+/// A string or an array of strings (ECS `event.category`, `event.type`).
+fn strings<'a>(v: &'a Value, path: &str) -> Vec<&'a str> {
+    match lookup(v, path) {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An integer given as a number or as decimal text.
+fn integer(v: &Value, path: &str) -> Result<Option<u64>, String> {
+    match lookup(v, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{path}` to be a non-negative integer, found {n}")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{path}` to be an integer, found \"{}\"", excerpt(s))),
+        Some(other) => Err(format!("`{path}` to be an integer, found {}", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn port(v: &Value, path: &str) -> Result<Option<u16>, String> {
+    match integer(v, path)? {
+        None => Ok(None),
+        Some(p) => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| format!("`{path}` to be a port (0-65535), found {p}")),
+    }
+}
+
+fn pid(v: &Value, path: &str) -> Result<Option<u32>, String> {
+    match integer(v, path)? {
+        None => Ok(None),
+        Some(p) => u32::try_from(p)
+            .map(Some)
+            .map_err(|_| format!("`{path}` to be a pid, found {p}")),
+    }
+}
+
+/// A host as a record writes it: an IP address (brackets allowed) or a name.
+fn host(h: &str) -> (Option<IpAddr>, Option<String>) {
+    let t = h.trim().trim_start_matches('[').trim_end_matches(']');
+    match t.parse::<IpAddr>() {
+        Ok(ip) => (Some(super::canonical_ip(ip)), None),
+        Err(_) => (None, Some(t.to_ascii_lowercase())),
+    }
+}
+
+/// A host as an IP address or a name, and a port.
+type HostPort = (Option<IpAddr>, Option<String>, Option<u16>);
+
+/// `host:port`, `[v6]:port`, or a bare host.
+fn address(a: &str) -> Result<HostPort, String> {
+    let a = a.trim();
+    if let Ok(ip) = a.parse::<IpAddr>() {
+        return Ok((Some(super::canonical_ip(ip)), None, None));
+    }
+    let (h, p) = match a.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => {
+            let p: u16 = p
+                .parse()
+                .map_err(|_| format!("an address `host:port`, found \"{}\"", excerpt(a)))?;
+            (h, Some(p))
+        }
+        _ => (a, None),
+    };
+    let (ip, name) = host(h);
+    Ok((ip, name, p))
+}
+
+/// The peer of a network action (the server of a connect, the client of an accept).
+#[derive(Default)]
+struct Peer {
+    ip: Option<IpAddr>,
+    host: Option<String>,
+    port: Option<u16>,
+    service: Option<String>,
+    local_port: Option<u16>,
+}
+
+fn network_claim(class: Class, p: Peer) -> Claim {
+    let mut c = Claim {
+        peer_host: p.host,
+        peer_service: p.service,
+        ..Default::default()
+    };
+    if class == Class::NetConnect {
+        (c.server_ip, c.server_port, c.client_port) = (p.ip, p.port, p.local_port);
+    } else {
+        (c.client_ip, c.client_port, c.server_port) = (p.ip, p.port, p.local_port);
+    }
+    c
+}
+
+/// What a word in an action name means, within a domain.
+fn word_class(word: &str, domain: Domain) -> Option<Class> {
+    let c = match word {
+        "create" | "created" | "creation" | "mkdir" | "new" => Class::FileCreate,
+        "write" | "written" | "wrote" | "writes" | "modify" | "modified" | "update" | "updated"
+        | "change" | "changed" | "save" | "saved" | "append" | "appended" | "overwrite"
+        | "overwritten" | "truncate" | "truncated" => Class::FileWrite,
+        "delete" | "deleted" | "deletion" | "remove" | "removed" | "unlink" | "unlinked"
+        | "rmdir" | "purge" | "purged" => Class::FileDelete,
+        "rename" | "renamed" | "move" | "moved" => Class::FileRename,
+        "read" | "access" | "accessed" | "load" | "loaded" => Class::FileRead,
+        "connect" | "connected" | "dial" | "call" | "called" | "outbound" | "egress" => {
+            Class::NetConnect
+        }
+        "accept" | "accepted" | "inbound" | "ingress" | "serve" | "served" => Class::NetAccept,
+        "exec" | "execute" | "executed" | "spawn" | "spawned" | "launch" | "launched" => {
+            Class::ProcessExec
+        }
+        "start" | "started" if domain == Domain::Process => Class::ProcessExec,
+        _ => return None,
+    };
+    match domain {
+        Domain::Unknown => Some(c),
+        Domain::File if !c.is_network() && c != Class::ProcessExec => Some(c),
+        Domain::Network if c.is_network() => Some(c),
+        Domain::Process if c == Class::ProcessExec => Some(c),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    Unknown,
+    File,
+    Network,
+    Process,
+}
+
+/// The class named by an action text (`order-file-deleted`, `file_write`), from its
+/// first word that means one.
+fn action_words(action: &str, domain: Domain) -> Option<Class> {
+    action
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::to_ascii_lowercase)
+        .find_map(|w| word_class(&w, domain))
+}
+
+/// A parsed line: a record, or a record of something the kernel does not see.
+pub enum Parsed {
+    Record(Box<Record>),
+    Ignored,
+}
+
+/// The header of every record: where it came from.
+pub struct Origin<'a> {
+    pub service: &'a Arc<str>,
+    pub file: &'a Arc<str>,
+    pub line: u64,
+    pub text: &'a str,
+}
+
+fn record(o: &Origin, time_ns: i64, class: Class, claim: Claim, pid: Option<u32>) -> Parsed {
+    Parsed::Record(Box::new(Record {
+        service: o.service.clone(),
+        time_ns,
+        class,
+        claim,
+        pid,
+        file: o.file.clone(),
+        line: o.line,
+        excerpt: excerpt(o.text),
+    }))
+}
+
+fn path_claim(class: Class, path: Option<&str>, what: &str) -> Result<Claim, String> {
+    let p = path.ok_or_else(|| format!("`{what}` in a {class} record"))?;
+    Ok(Claim {
+        path: Some(normalize_path(p)),
+        ..Default::default()
+    })
+}
+
+/// Parse one line (already known not to be blank). `Err` says what was expected.
+pub fn parse_line(mapping: &Mapping, o: &Origin) -> Result<Parsed, String> {
+    let v: Value = serde_json::from_str(o.text).map_err(|e| format!("a JSON object ({e})"))?;
+    if !v.is_object() {
+        return Err(format!("a JSON object, found {}", kind(&v)));
+    }
+    match mapping {
+        Mapping::Ecs => ecs(&v, o),
+        Mapping::Ocsf => ocsf(&v, o),
+        Mapping::Custom(m) => custom(m, &v, o),
+    }
+}
+
+fn time_of(v: &Value, field: &str, f: time::TimeFormat) -> Result<i64, String> {
+    let t = lookup(v, field).ok_or_else(|| format!("a time in `{field}`"))?;
+    time::parse_value(t, f).ok_or_else(|| {
+        format!(
+            "`{field}` to be {}, found {}",
+            f.name(),
+            excerpt(&t.to_string())
+        )
+    })
+}
+
+fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
+    let t = time_of(v, "@timestamp", time::TimeFormat::Auto)?;
+    let cats = strings(v, "event.category");
+    let types = strings(v, "event.type");
+    let has = |p: &str| lookup(v, p).is_some();
+    let domain = if cats.contains(&"file") {
+        Domain::File
+    } else if cats.contains(&"network") {
+        Domain::Network
+    } else if cats.contains(&"process") {
+        Domain::Process
+    } else if has("file.path") {
+        Domain::File
+    } else if has("destination") || has("source") {
+        Domain::Network
+    } else if has("process.executable") {
+        Domain::Process
+    } else {
+        Domain::Unknown
+    };
+    let direction = text(v, "network.direction").map(str::to_ascii_lowercase);
+    let by_direction = match direction.as_deref() {
+        Some("inbound" | "ingress") => Some(Class::NetAccept),
+        Some("outbound" | "egress") => Some(Class::NetConnect),
+        _ => None,
+    };
+    let class = text(v, "event.action")
+        .and_then(|a| action_words(a, domain))
+        .or_else(|| match domain {
+            Domain::File => types.iter().find_map(|t| match *t {
+                "creation" => Some(Class::FileCreate),
+                "deletion" => Some(Class::FileDelete),
+                "change" => Some(Class::FileWrite),
+                "access" => Some(Class::FileRead),
+                _ => None,
+            }),
+            Domain::Network => by_direction,
+            Domain::Process => types.contains(&"start").then_some(Class::ProcessExec),
+            Domain::Unknown => None,
+        });
+    let Some(mut class) = class else {
+        return Ok(Parsed::Ignored);
+    };
+    // `connection`-like words with an explicit direction: the direction decides.
+    if class.is_network() {
+        class = by_direction.unwrap_or(class);
+    }
+    let pid = pid(v, "process.pid")?;
+    let claim = match class {
+        Class::ProcessExec => path_claim(
+            class,
+            text(v, "process.executable").or(text(v, "process.name")),
+            "process.executable",
+        )?,
+        c if c.is_network() => {
+            let side = |s: &str| -> Result<HostPort, String> {
+                let (ip, name) = match text(v, &format!("{s}.ip")) {
+                    Some(ip) => host(ip),
+                    None => {
+                        match text(v, &format!("{s}.address")).or(text(v, &format!("{s}.domain"))) {
+                            Some(a) => host(a),
+                            None => (None, None),
+                        }
+                    }
+                };
+                Ok((ip, name, port(v, &format!("{s}.port"))?))
+            };
+            let (cip, cname, cport) = side("source")?;
+            let (sip, sname, sport) = side("destination")?;
+            let (peer_host, peer_service) = if c == Class::NetConnect {
+                (sname, text(v, "service.target.name"))
+            } else {
+                (cname, text(v, "service.origin.name"))
+            };
+            let claim = Claim {
+                client_ip: cip,
+                client_port: cport,
+                server_ip: sip,
+                server_port: sport,
+                peer_host,
+                peer_service: peer_service.map(str::to_string),
+                ..Default::default()
+            };
+            if claim == Claim::default() {
+                return Err(format!(
+                    "`destination` or `source` (ip, port, address) in a {class} record"
+                ));
+            }
+            claim
+        }
+        _ => path_claim(class, text(v, "file.path"), "file.path")?,
+    };
+    Ok(record(o, t, class, claim, pid))
+}
+
+fn ocsf(v: &Value, o: &Origin) -> Result<Parsed, String> {
+    let t = match lookup(v, "time") {
+        Some(_) => time_of(v, "time", time::TimeFormat::Auto)?,
+        None => time_of(v, "time_dt", time::TimeFormat::Rfc3339)?,
+    };
+    let class_uid = integer(v, "class_uid")?.ok_or("`class_uid`")?;
+    let activity = integer(v, "activity_id")?.ok_or("`activity_id`")?;
+    let class = match (class_uid, activity) {
+        (1001, 1) => Class::FileCreate,
+        (1001, 2) => Class::FileRead,
+        (1001, 3) => Class::FileWrite,
+        (1001, 4) => Class::FileDelete,
+        (1001, 5) => Class::FileRename,
+        (1007, 1) => Class::ProcessExec,
+        (4001, 1) => match integer(v, "connection_info.direction_id")? {
+            Some(1) => Class::NetAccept,
+            Some(2) => Class::NetConnect,
+            _ => return Ok(Parsed::Ignored),
+        },
+        _ => return Ok(Parsed::Ignored),
+    };
+    let pid = if class == Class::ProcessExec {
+        match pid(v, "process.pid")? {
+            Some(p) => Some(p),
+            None => pid(v, "actor.process.pid")?,
+        }
+    } else {
+        pid(v, "actor.process.pid")?
+    };
+    let claim = match class {
+        Class::ProcessExec => path_claim(
+            class,
+            text(v, "process.file.path").or(text(v, "process.name")),
+            "process.file.path",
+        )?,
+        Class::FileRename => {
+            let old = text(v, "file.path").ok_or("`file.path` in a file.rename record")?;
+            match text(v, "file_result.path") {
+                Some(new) => Claim {
+                    path: Some(normalize_path(new)),
+                    old_path: Some(normalize_path(old)),
+                    ..Default::default()
+                },
+                None => path_claim(class, Some(old), "file.path")?,
+            }
+        }
+        c if c.is_network() => {
+            let end = |s: &str| -> Result<Peer, String> {
+                let (ip, name) = match text(v, &format!("{s}.ip")) {
+                    Some(ip) => host(ip),
+                    None => match text(v, &format!("{s}.hostname")) {
+                        Some(h) => host(h),
+                        None => (None, None),
+                    },
+                };
+                Ok(Peer {
+                    ip,
+                    host: name,
+                    port: port(v, &format!("{s}.port"))?,
+                    service: text(v, &format!("{s}.svc_name")).map(str::to_string),
+                    local_port: None,
+                })
+            };
+            let (src, dst) = (end("src_endpoint")?, end("dst_endpoint")?);
+            let (peer, local) = if c == Class::NetConnect {
+                (dst, src)
+            } else {
+                (src, dst)
+            };
+            let claim = network_claim(
+                c,
+                Peer {
+                    local_port: local.port,
+                    ..peer
+                },
+            );
+            let mut claim = claim;
+            if c == Class::NetConnect {
+                claim.client_ip = local.ip;
+            } else {
+                claim.server_ip = local.ip;
+            }
+            if claim == Claim::default() {
+                return Err(format!(
+                    "`dst_endpoint` or `src_endpoint` (ip, port, hostname, svc_name) in a {class} record"
+                ));
+            }
+            claim
+        }
+        _ => path_claim(class, text(v, "file.path"), "file.path")?,
+    };
+    Ok(record(o, t, class, claim, pid))
+}
+
+fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
+    let t = time_of(v, &m.time_field, m.time_format)?;
+    let action = match lookup(v, &m.action_field) {
+        Some(Value::String(s)) => s.to_lowercase(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(format!(
+                "`{}` (the action) to be a string, found {}",
+                m.action_field,
+                kind(other)
+            ))
+        }
+        None => return Err(format!("the action in `{}`", m.action_field)),
+    };
+    let Some(&class) = m.classes.get(&action) else {
+        return Ok(Parsed::Ignored);
+    };
+    let f = &m.fields;
+    let get = |field: &Option<String>| field.as_deref().and_then(|p| text(v, p));
+    let pid = match &f.pid {
+        Some(p) => pid(v, p)?,
+        None => None,
+    };
+    let claim = if class.is_network() {
+        let mut peer = Peer::default();
+        if let Some(a) = get(&f.peer_address) {
+            (peer.ip, peer.host, peer.port) = address(a)?;
+        }
+        if let Some(h) = get(&f.peer_host) {
+            (peer.ip, peer.host) = host(h);
+        }
+        if let Some(p) = &f.peer_port {
+            peer.port = port(v, p)?.or(peer.port);
+        }
+        if let Some(p) = &f.local_port {
+            peer.local_port = port(v, p)?;
+        }
+        peer.service = get(&f.peer_service).map(str::to_string);
+        let claim = network_claim(class, peer);
+        if claim == Claim::default() {
+            return Err(format!(
+                "the peer (fields peer_address, peer_host, peer_port, peer_service) in a {class} record"
+            ));
+        }
+        claim
+    } else {
+        let what = f.path.as_deref().unwrap_or("[fields] path");
+        let mut c = path_claim(class, get(&f.path), what)?;
+        if class == Class::FileRename {
+            c.old_path = get(&f.old_path).map(normalize_path);
+        }
+        c
+    };
+    Ok(record(o, t, class, claim, pid))
+}
+
+/// Guess a log's mapping from its first record: ECS has `@timestamp`, OCSF has
+/// `class_uid`.
+pub fn detect(path: &Path) -> Result<Mapping, String> {
+    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut r = BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        let got = Read::take(&mut r, MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if got == 0 {
+            // Empty log: nothing to read, any mapping reads it.
+            return Ok(Mapping::Ecs);
+        }
+        n += 1;
+        let line = String::from_utf8_lossy(&buf);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| {
+            format!(
+                "{}:{n}: cannot tell the log's format: expected a JSON object ({e}), found: {}",
+                path.display(),
+                excerpt(line.trim())
+            )
+        })?;
+        if lookup(&v, "@timestamp").is_some() || lookup(&v, "ecs.version").is_some() {
+            return Ok(Mapping::Ecs);
+        }
+        if lookup(&v, "class_uid").is_some() {
+            return Ok(Mapping::Ocsf);
+        }
+        return Err(format!(
+            "{}:{n}: cannot tell the log's format: neither ECS (`@timestamp`) nor OCSF (`class_uid`); pass --mapping with a TOML mapping file (docs/analysis.md)",
+            path.display()
+        ));
+    }
+}
+
+/// Longest line read (longer lines are malformed, and not held in memory).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// A malformed line.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Malformed {
+    pub file: String,
+    pub line: u64,
+    pub expected: String,
+    pub excerpt: String,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: expected {}, found: {}",
+            self.file, self.line, self.expected, self.excerpt
+        )
+    }
+}
+
+/// Counts for one log.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LogStats {
+    pub service: String,
+    pub file: String,
+    pub mapping: String,
+    pub lines: u64,
+    pub records: u64,
+    /// Well-formed records about actions the kernel does not see.
+    pub ignored: u64,
+    pub malformed: u64,
+    /// The first malformed lines (at most 5), with --skip-malformed.
+    pub malformed_examples: Vec<Malformed>,
+}
+
+/// One audit log, read line by line.
+pub struct AuditLog {
+    service: Arc<str>,
+    file: Arc<str>,
+    mapping: Mapping,
+    reader: Box<dyn BufRead>,
+    buf: Vec<u8>,
+    pub stats: LogStats,
+    skip_malformed: bool,
+}
+
+impl AuditLog {
+    pub fn open(
+        service: &str,
+        path: &Path,
+        mapping: Mapping,
+        skip_malformed: bool,
+    ) -> Result<AuditLog, String> {
+        let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self::from_reader(
+            service,
+            &path.display().to_string(),
+            Box::new(BufReader::with_capacity(1 << 16, f)),
+            mapping,
+            skip_malformed,
+        ))
+    }
+
+    pub fn from_reader(
+        service: &str,
+        name: &str,
+        reader: Box<dyn BufRead>,
+        mapping: Mapping,
+        skip_malformed: bool,
+    ) -> AuditLog {
+        AuditLog {
+            service: service.into(),
+            file: name.into(),
+            stats: LogStats {
+                service: service.into(),
+                file: name.into(),
+                mapping: mapping.name(),
+                ..Default::default()
+            },
+            mapping,
+            reader,
+            buf: Vec::new(),
+            skip_malformed,
+        }
+    }
+
+    fn malformed(&mut self, expected: String, text: &str) -> Result<(), Malformed> {
+        let m = Malformed {
+            file: self.file.to_string(),
+            line: self.stats.lines,
+            expected,
+            excerpt: excerpt(text.trim()),
+        };
+        if !self.skip_malformed {
+            return Err(m);
+        }
+        self.stats.malformed += 1;
+        if self.stats.malformed_examples.len() < 5 {
+            self.stats.malformed_examples.push(m);
+        }
+        Ok(())
+    }
+
+    /// The next record; `Ok(None)` at the end of the log.
+    pub fn next_record(&mut self) -> Result<Option<Record>, Malformed> {
+        loop {
+            self.buf.clear();
+            let got =
+                Read::take(&mut self.reader, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
+            let got = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(Malformed {
+                        file: self.file.to_string(),
+                        line: self.stats.lines + 1,
+                        expected: format!("a readable file ({e})"),
+                        excerpt: String::new(),
+                    })
+                }
+            };
+            if got == 0 {
+                return Ok(None);
+            }
+            self.stats.lines += 1;
+            if self.buf.len() > MAX_LINE {
+                // Skip the rest of the overlong line.
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    match Read::take(&mut self.reader, 1 << 16).read_until(b'\n', &mut rest) {
+                        Ok(0) => break,
+                        Ok(_) if rest.ends_with(b"\n") => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&self.buf[..200]).into_owned();
+                self.malformed(format!("a line of at most {MAX_LINE} bytes"), &head)?;
+                continue;
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let line = match std::str::from_utf8(&buf) {
+                Ok(l) => l,
+                Err(_) => {
+                    let lossy = String::from_utf8_lossy(&buf).into_owned();
+                    self.buf = buf;
+                    self.malformed("UTF-8 text".into(), &lossy)?;
+                    continue;
+                }
+            };
+            if line.trim().is_empty() {
+                self.buf = buf;
+                continue;
+            }
+            let origin = Origin {
+                service: &self.service,
+                file: &self.file,
+                line: self.stats.lines,
+                text: line.trim_end(),
+            };
+            let parsed = parse_line(&self.mapping, &origin);
+            let result = match parsed {
+                Ok(Parsed::Record(r)) => {
+                    self.stats.records += 1;
+                    Some(*r)
+                }
+                Ok(Parsed::Ignored) => {
+                    self.stats.ignored += 1;
+                    None
+                }
+                Err(expected) => {
+                    let text = line.to_string();
+                    self.buf = buf;
+                    self.malformed(expected, &text)?;
+                    continue;
+                }
+            };
+            self.buf = buf;
+            if let Some(r) = result {
+                return Ok(Some(r));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(m: &Mapping, v: Value) -> Result<Option<Record>, String> {
+        let text = v.to_string();
+        let o = Origin {
+            service: &"svc".into(),
+            file: &"log".into(),
+            line: 1,
+            text: &text,
+        };
+        parse_line(m, &o).map(|p| match p {
+            Parsed::Record(r) => Some(*r),
+            Parsed::Ignored => None,
+        })
+    }
+
+    const TS: &str = "2026-11-28T04:00:00.5Z";
+    const T: i64 = 1_795_838_400_500_000_000;
+
+    #[test]
+    fn ecs_file_records() {
+        let r = parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event": {"action": "order-file-deleted", "category": ["file"]},
+                   "file": {"path": "/srv/x/../orders/1.json"}, "process": {"pid": 42}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.time_ns, r.class, r.claim.path.as_deref(), r.pid),
+            (T, Class::FileDelete, Some("/srv/orders/1.json"), Some(42))
+        );
+        // Flat dotted keys, and event.type when the action says nothing.
+        let r = parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event.category": "file", "event.type": ["creation"],
+                   "file.path": "/a"}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.class, Class::FileCreate);
+        // Not something the kernel sees.
+        assert!(parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event": {"action": "user-login"}})
+        )
+        .unwrap()
+        .is_none());
+        // A file action without its file.
+        let e = parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event": {"action": "write", "category": "file"}}),
+        )
+        .unwrap_err();
+        assert!(e.contains("file.path"), "{e}");
+    }
+
+    #[test]
+    fn ecs_network_records() {
+        let r = parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event": {"action": "connection", "category": ["network"]},
+                   "network": {"direction": "outbound"},
+                   "destination": {"ip": "::ffff:127.0.0.1", "port": 8081},
+                   "service": {"target": {"name": "orders"}}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.class, Class::NetConnect);
+        assert_eq!(r.claim.server_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(r.claim.server_port, Some(8081));
+        assert_eq!(r.claim.peer_service.as_deref(), Some("orders"));
+        let r = parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event": {"action": "request-served"},
+                   "source": {"address": "gateway"}, "destination": {"port": "8081"}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.class, Class::NetAccept);
+        assert_eq!(r.claim.peer_host.as_deref(), Some("gateway"));
+        assert_eq!(r.claim.server_port, Some(8081));
+        let e = parse(
+            &Mapping::Ecs,
+            json!({"@timestamp": TS, "event.action": "connect", "event.category": "network",
+                   "destination.port": 70000}),
+        )
+        .unwrap_err();
+        assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn ocsf_records() {
+        let r = parse(
+            &Mapping::Ocsf,
+            json!({"time": 1_795_838_400_500i64, "class_uid": 1001, "activity_id": 5,
+                   "file": {"path": "/a"}, "file_result": {"path": "/b"},
+                   "actor": {"process": {"pid": 7}}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (
+                r.time_ns,
+                r.class,
+                r.claim.path.as_deref(),
+                r.claim.old_path.as_deref(),
+                r.pid
+            ),
+            (T, Class::FileRename, Some("/b"), Some("/a"), Some(7))
+        );
+        let r = parse(
+            &Mapping::Ocsf,
+            json!({"time": TS, "class_uid": 4001, "activity_id": 1,
+                   "connection_info": {"direction_id": 1},
+                   "src_endpoint": {"ip": "10.0.0.1", "port": 5000},
+                   "dst_endpoint": {"port": 80}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.class, Class::NetAccept);
+        assert_eq!(
+            (r.claim.client_ip, r.claim.client_port, r.claim.server_port),
+            (Some("10.0.0.1".parse().unwrap()), Some(5000), Some(80))
+        );
+        assert!(parse(
+            &Mapping::Ocsf,
+            json!({"time": TS, "class_uid": 3002, "activity_id": 1})
+        )
+        .unwrap()
+        .is_none());
+        let e = parse(&Mapping::Ocsf, json!({"class_uid": 1001, "activity_id": 1})).unwrap_err();
+        assert!(e.contains("time"), "{e}");
+    }
+
+    #[test]
+    fn custom_mapping() {
+        let m = CustomMapping::parse(
+            Path::new("m.toml"),
+            r#"
+[time]
+field = "ts"
+format = "epoch_ms"
+[action]
+field = "op"
+[action.classes]
+"file.write" = ["Order.Saved"]
+"network.connect" = ["call"]
+[fields]
+path = "d.file"
+peer_address = "peer"
+peer_service = "svc"
+pid = "pid"
+"#,
+        )
+        .unwrap();
+        let m = Mapping::Custom(Arc::new(m));
+        let r = parse(
+            &m,
+            json!({"ts": 1_795_838_400_500i64, "op": "order.saved", "d": {"file": "/o/1"}, "pid": "9"}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.time_ns, r.class, r.claim.path.as_deref(), r.pid),
+            (T, Class::FileWrite, Some("/o/1"), Some(9))
+        );
+        let r = parse(
+            &m,
+            json!({"ts": 1_795_838_400_500i64, "op": "call", "peer": "[::1]:9000"}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.claim.server_ip, Some("::1".parse().unwrap()));
+        assert_eq!(r.claim.server_port, Some(9000));
+        assert!(parse(&m, json!({"ts": 1, "op": "other"}))
+            .unwrap()
+            .is_none());
+        let e = parse(&m, json!({"ts": "yesterday", "op": "call"})).unwrap_err();
+        assert!(e.contains("`ts` to be epoch milliseconds"), "{e}");
+
+        for (bad, want) in [
+            ("[time]\nfield='t'\n[action]\nfield='a'\n[action.classes]\n'file.wrote'=['x']\n", "unknown class `file.wrote`"),
+            ("[time]\nfield='t'\n[action]\nfield='a'\n[action.classes]\n", "maps no value"),
+            ("[time]\nfield='t'\nformat='epoch_h'\n[action]\nfield='a'\n[action.classes]\n'file.read'=['r']\n", "epoch_h"),
+            ("[time]\nfield='t'\n[action]\nfield='a'\n[action.classes]\n'file.read'=['r']\n[fields]\npth='x'\n", "pth"),
+        ] {
+            let e = CustomMapping::parse(Path::new("m.toml"), bad).unwrap_err();
+            assert!(e.contains("m.toml") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn log_reader_names_file_and_line_or_counts() {
+        let text = format!(
+            "{}\n\nnot json\n{}\n\u{ff}\n",
+            json!({"@timestamp": TS, "event.action": "write", "file.path": "/a"}),
+            json!({"@timestamp": TS, "event.action": "login"})
+        );
+        let mut bytes = text.into_bytes();
+        let n = bytes.len();
+        bytes[n - 2] = 0xff; // invalid UTF-8 on line 5
+        let open = |skip| {
+            AuditLog::from_reader(
+                "svc",
+                "audit.jsonl",
+                Box::new(std::io::Cursor::new(bytes.clone())),
+                Mapping::Ecs,
+                skip,
+            )
+        };
+        let mut log = open(false);
+        assert!(log.next_record().unwrap().is_some());
+        let e = log.next_record().unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("audit.jsonl", 3));
+        assert!(
+            e.to_string()
+                .starts_with("audit.jsonl:3: expected a JSON object"),
+            "{e}"
+        );
+        let mut log = open(true);
+        let mut n = 0;
+        while log.next_record().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 1);
+        assert_eq!(
+            (
+                log.stats.lines,
+                log.stats.records,
+                log.stats.ignored,
+                log.stats.malformed
+            ),
+            (5, 1, 1, 2)
+        );
+        assert_eq!(log.stats.malformed_examples[1].line, 5);
+    }
+}

@@ -1,0 +1,457 @@
+//! What must be audited: an expectations file (TOML) or the built-in defaults
+//! (docs/analysis.md, "What must be audited").
+//!
+//! ```toml
+//! [[rule]]
+//! name = "orders writes are audited"   # names the JUnit test case
+//! service = "orders"                   # a service label, or "*" (every service with a log)
+//! classes = ["file.write", "file.create", "file.delete", "file.rename"]
+//! paths = ["/srv/orders/**"]           # file classes: globs (* within a component, ** across)
+//! exclude = ["/srv/orders/tmp/**"]
+//!
+//! [[rule]]
+//! name = "gateway calls orders"
+//! service = "gateway"
+//! classes = ["network.connect"]
+//! peer_service = "orders"              # "*": any recorded service
+//! peer_port = 8081
+//! peer_ip = "127.0.0.1"
+//!
+//! [ignore]
+//! paths = ["/srv/orders/cache/**"]     # never required, whatever the rules say
+//! ```
+//!
+//! Never required, whatever the file says: /proc, /sys, /dev, the loader's shared
+//! libraries and cache, locale and gconv files, and each service's own audit log.
+
+use super::{Action, Class};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use std::{net::IpAddr, path::Path};
+
+/// Paths no rule can require.
+pub const NEVER: &[&str] = &[
+    "/proc/**",
+    "/sys/**",
+    "/dev/**",
+    "/etc/ld.so.cache",
+    "**/*.so",
+    "**/*.so.*",
+    "/usr/lib/locale/**",
+    "/usr/share/locale/**",
+    "**/gconv/**",
+];
+
+/// The default rule's exclusions: system and temporary paths.
+pub const DEFAULT_EXCLUDE: &[&str] = &[
+    "/tmp/**",
+    "/var/tmp/**",
+    "/run/**",
+    "/usr/**",
+    "/lib/**",
+    "/lib32/**",
+    "/lib64/**",
+    "/bin/**",
+    "/sbin/**",
+    "/boot/**",
+    "/var/cache/**",
+    "**/__pycache__/**",
+];
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    /// `None`: every service that has an audit log.
+    pub service: Option<String>,
+    pub classes: Vec<Class>,
+    paths: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    /// `Some(None)`: any recorded service; `Some(Some(s))`: that service.
+    peer_service: Option<Option<String>>,
+    peer_port: Option<u16>,
+    peer_ip: Option<IpAddr>,
+}
+
+#[derive(Debug)]
+pub struct Expectations {
+    pub rules: Vec<Rule>,
+    never: GlobSet,
+    /// "built-in defaults" or the file's path.
+    pub source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+    #[serde(default)]
+    ignore: IgnoreSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IgnoreSpec {
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: Option<String>,
+    #[serde(default = "star")]
+    service: String,
+    classes: Vec<String>,
+    paths: Option<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    peer_service: Option<String>,
+    peer_port: Option<u16>,
+    peer_ip: Option<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+
+fn glob(p: &str) -> Result<Glob, String> {
+    GlobBuilder::new(p)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("glob `{p}`: {e}"))
+}
+
+fn globs<S: AsRef<str>>(ps: &[S]) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for p in ps {
+        b.add(glob(p.as_ref())?);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+impl Expectations {
+    /// The defaults: file changes outside system and temporary paths, and TCP
+    /// connections between recorded services.
+    pub fn defaults(audit_logs: &[&Path]) -> Expectations {
+        let rules = vec![
+            Rule {
+                name: "file changes outside system and temporary paths are audited".into(),
+                service: None,
+                classes: vec![
+                    Class::FileCreate,
+                    Class::FileWrite,
+                    Class::FileDelete,
+                    Class::FileRename,
+                ],
+                paths: Some(globs(&["/**"]).unwrap()),
+                exclude: Some(globs(DEFAULT_EXCLUDE).unwrap()),
+                peer_service: None,
+                peer_port: None,
+                peer_ip: None,
+            },
+            Rule {
+                name: "TCP connections between recorded services are audited".into(),
+                service: None,
+                classes: vec![Class::NetConnect, Class::NetAccept],
+                paths: None,
+                exclude: None,
+                peer_service: Some(None),
+                peer_port: None,
+                peer_ip: None,
+            },
+        ];
+        Expectations {
+            rules,
+            never: never(audit_logs, &[]).unwrap(),
+            source: "built-in defaults".into(),
+        }
+    }
+
+    pub fn load(path: &Path, audit_logs: &[&Path]) -> Result<Expectations, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(path, &text, audit_logs)
+    }
+
+    pub fn parse(path: &Path, text: &str, audit_logs: &[&Path]) -> Result<Expectations, String> {
+        let at = |e: String| format!("{}: {e}", path.display());
+        let f: File = toml::from_str(text).map_err(|e| at(e.to_string()))?;
+        if f.rule.is_empty() {
+            return Err(at("no [[rule]]: nothing would be required".into()));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in f.rule.into_iter().enumerate() {
+            let which = |e: String| at(format!("rule {}: {e}", i + 1));
+            let mut classes = Vec::new();
+            for c in &r.classes {
+                classes.push(Class::parse(c).ok_or_else(|| {
+                    which(format!(
+                        "unknown class `{c}` (expected one of {})",
+                        Class::ALL.map(|c| c.name()).join(", ")
+                    ))
+                })?);
+            }
+            if classes.is_empty() {
+                return Err(which("`classes` is empty".into()));
+            }
+            let files = classes.iter().any(|c| !c.is_network());
+            let net = classes.iter().any(|c| c.is_network());
+            if !files && (r.paths.is_some() || !r.exclude.is_empty()) {
+                return Err(which(
+                    "`paths`/`exclude` need a file or process class".into(),
+                ));
+            }
+            if !net && (r.peer_service.is_some() || r.peer_port.is_some() || r.peer_ip.is_some()) {
+                return Err(which("`peer_*` need a network class".into()));
+            }
+            let peer_ip = match &r.peer_ip {
+                Some(s) => Some(
+                    s.parse::<IpAddr>()
+                        .map(|ip| ip.to_canonical())
+                        .map_err(|_| which(format!("peer_ip `{s}` is not an IP address")))?,
+                ),
+                None => None,
+            };
+            rules.push(Rule {
+                name: r.name.unwrap_or_else(|| {
+                    format!(
+                        "{} by {}",
+                        r.classes.join(", "),
+                        if r.service == "*" {
+                            "every service"
+                        } else {
+                            &r.service
+                        }
+                    )
+                }),
+                service: (r.service != "*").then_some(r.service),
+                classes,
+                paths: r.paths.as_deref().map(globs).transpose().map_err(which)?,
+                exclude: (!r.exclude.is_empty())
+                    .then(|| globs(&r.exclude))
+                    .transpose()
+                    .map_err(which)?,
+                peer_service: r.peer_service.map(|s| (s != "*").then_some(s)),
+                peer_port: r.peer_port,
+                peer_ip,
+            });
+        }
+        Ok(Expectations {
+            rules,
+            never: never(audit_logs, &f.ignore.paths).map_err(at)?,
+            source: path.display().to_string(),
+        })
+    }
+
+    /// Whether a path can never be required.
+    pub fn never(&self, path: &str) -> bool {
+        self.never.is_match(path)
+    }
+
+    /// The first rule that requires this action, if any. `peer_service` is the other
+    /// end's service when it was recorded; `has_log` says whether a service has an audit
+    /// log (rules for "*" cover only those).
+    pub fn required(
+        &self,
+        a: &Action,
+        peer_service: Option<&str>,
+        has_log: impl Fn(&str) -> bool,
+    ) -> Option<usize> {
+        let paths: Vec<&str> = [a.path.as_deref(), a.old_path.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|p| !self.never(p))
+            .collect();
+        if !a.class.is_network() && paths.is_empty() {
+            return None;
+        }
+        self.rules.iter().position(|r| {
+            (match &r.service {
+                Some(s) => **s == *a.service,
+                None => has_log(&a.service),
+            }) && r.classes.contains(&a.class)
+                && if a.class.is_network() {
+                    let conn = a.conn.as_ref();
+                    let peer = conn.map(|c| {
+                        if a.class == Class::NetConnect {
+                            c.server
+                        } else {
+                            c.client
+                        }
+                    });
+                    (match &r.peer_service {
+                        None => true,
+                        Some(None) => peer_service.is_some(),
+                        Some(Some(s)) => peer_service == Some(s.as_str()),
+                    }) && r
+                        .peer_port
+                        .is_none_or(|p| conn.is_some_and(|c| c.server.1 == p))
+                        && r.peer_ip.is_none_or(|ip| peer.is_some_and(|p| p.0 == ip))
+                } else {
+                    paths.iter().any(|p| {
+                        r.paths.as_ref().is_none_or(|g| g.is_match(p))
+                            && r.exclude.as_ref().is_none_or(|g| !g.is_match(p))
+                    })
+                }
+        })
+    }
+}
+
+fn never(audit_logs: &[&Path], extra: &[String]) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for p in NEVER
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
+        b.add(glob(p)?);
+    }
+    for log in audit_logs {
+        // The log as given and as the kernel would name it (absolute, resolved).
+        let abs = std::fs::canonicalize(log).unwrap_or_else(|_| log.to_path_buf());
+        for p in [log.to_path_buf(), abs] {
+            let s = globset::escape(&p.to_string_lossy());
+            b.add(glob(&s)?);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn action(service: &str, class: Class, path: &str) -> Action {
+        Action {
+            service: service.into(),
+            class,
+            start_ns: 0,
+            end_ns: 0,
+            pid: 1,
+            comm: Arc::from("x"),
+            exe: None,
+            path: Some(path.into()),
+            old_path: None,
+            conn: None,
+            bytes_read: None,
+            bytes_written: None,
+        }
+    }
+
+    #[test]
+    fn defaults_require_changes_outside_system_and_temporary_paths() {
+        let log = Path::new("/srv/app/audit.jsonl");
+        let x = Expectations::defaults(&[log]);
+        let yes = |s: &str| s == "app";
+        let req = |c, p| x.required(&action("app", c, p), None, yes).is_some();
+        assert!(req(Class::FileWrite, "/srv/app/orders/1.json"));
+        assert!(req(Class::FileCreate, "/home/u/data"));
+        assert!(req(Class::FileDelete, "/etc/passwd"));
+        assert!(
+            !req(Class::FileRead, "/srv/app/orders/1.json"),
+            "reads are not"
+        );
+        assert!(
+            !req(Class::FileWrite, "/srv/app/audit.jsonl"),
+            "its own audit log"
+        );
+        for p in [
+            "/tmp/x",
+            "/proc/self/status",
+            "/dev/null",
+            "/usr/lib/x.so.6",
+            "/var/tmp/y",
+            "/run/lock/z",
+        ] {
+            assert!(!req(Class::FileWrite, p), "{p}");
+        }
+        assert!(!req(Class::ProcessExec, "/usr/bin/cp"));
+        assert!(
+            x.required(&action("nolog", Class::FileWrite, "/srv/a"), None, yes)
+                .is_none(),
+            "a service without an audit log is not analyzed by the defaults"
+        );
+        // Renames count when either name is outside the excluded paths.
+        let mut r = action("app", Class::FileRename, "/srv/app/final");
+        r.old_path = Some("/tmp/staging".into());
+        assert!(x.required(&r, None, yes).is_some());
+        // Connections only between recorded services.
+        let mut c = action("app", Class::NetConnect, "");
+        c.path = None;
+        assert!(x.required(&c, None, yes).is_none());
+        assert_eq!(x.required(&c, Some("db"), yes), Some(1));
+    }
+
+    #[test]
+    fn expectations_file_rules_and_errors() {
+        let text = r#"
+[[rule]]
+name = "orders"
+service = "orders"
+classes = ["file.write", "file.delete"]
+paths = ["/srv/orders/*.json"]
+exclude = ["/srv/orders/skip*"]
+[[rule]]
+service = "gw"
+classes = ["network.connect"]
+peer_service = "orders"
+peer_port = 8081
+[ignore]
+paths = ["/srv/orders/ignored.json"]
+"#;
+        let x = Expectations::parse(Path::new("e.toml"), text, &[]).unwrap();
+        let no = |_: &str| false;
+        let req = |s, c, p| x.required(&action(s, c, p), None, no);
+        assert_eq!(
+            req("orders", Class::FileWrite, "/srv/orders/1.json"),
+            Some(0)
+        );
+        assert_eq!(
+            req("orders", Class::FileWrite, "/srv/orders/sub/1.json"),
+            None,
+            "* stays in a component"
+        );
+        assert_eq!(
+            req("orders", Class::FileWrite, "/srv/orders/skip1.json"),
+            None
+        );
+        assert_eq!(
+            req("orders", Class::FileWrite, "/srv/orders/ignored.json"),
+            None
+        );
+        assert_eq!(req("orders", Class::FileCreate, "/srv/orders/1.json"), None);
+        assert_eq!(req("other", Class::FileWrite, "/srv/orders/1.json"), None);
+        let mut c = action("gw", Class::NetConnect, "");
+        c.conn = Some(super::super::Conn {
+            client: ("127.0.0.1".parse().unwrap(), 40000),
+            server: ("127.0.0.1".parse().unwrap(), 8081),
+            connection_id: None,
+        });
+        assert_eq!(x.required(&c, Some("orders"), no), Some(1));
+        assert_eq!(x.required(&c, Some("db"), no), None);
+        assert_eq!(x.rules[1].name, "network.connect by gw");
+
+        for (bad, want) in [
+            ("", "no [[rule]]"),
+            (
+                "[[rule]]\nclasses=['file.wrote']\n",
+                "rule 1: unknown class `file.wrote`",
+            ),
+            ("[[rule]]\nclasses=[]\n", "`classes` is empty"),
+            (
+                "[[rule]]\nclasses=['network.connect']\npaths=['/x']\n",
+                "need a file",
+            ),
+            (
+                "[[rule]]\nclasses=['file.write']\npeer_port=1\n",
+                "need a network",
+            ),
+            ("[[rule]]\nclasses=['file.write']\npaths=['/x/[']\n", "glob"),
+            ("[[rule]]\nclasses=['file.write']\nsrvice='x'\n", "srvice"),
+        ] {
+            let e = Expectations::parse(Path::new("e.toml"), bad, &[]).unwrap_err();
+            assert!(e.starts_with("e.toml: ") && e.contains(want), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Folding kernel events into actions (docs/analysis.md, "Actions").
+//!
+//! - A file opened (Open, or Acquire of a descriptor it did not open) and closed by one
+//!   process is one action from its first open to its last close, all descriptors of that
+//!   process on that path together (dup'ed descriptors are one open; a descriptor dup'ed
+//!   before the original was closed shows up as an Acquire at its first read or write, so
+//!   a closed file is held for [`HOLD_NS`] and continued by an Acquire of the same path
+//!   in that process, or by a Close of another of its descriptors): `file.create` when
+//!   the open created the file, else `file.write` when bytes were written through it or
+//!   it was opened with O_TRUNC for writing, else `file.read` when bytes were read; an
+//!   open that neither read nor wrote is no action.
+//! - Rename: `file.rename` (new and old name). Delete, Rmdir: `file.delete`. Mkdir, Link,
+//!   Symlink: `file.create` of the new name. Truncate: `file.write`.
+//! - Launch (exec): `process.exec` of the executable.
+//! - TCP Open: `network.connect` (the process connected) or `network.accept`.
+//! - Failed syscalls, Chmod/Chown, Fork, Terminate, UDP and unix sockets: no action.
+
+use super::{canonical_ip, Action, Class, Conn};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    sync::Arc,
+};
+use trail::{
+    event::{class, direction, status},
+    Event,
+};
+
+/// How long a closed file waits for an Acquire that continues it.
+pub const HOLD_NS: i64 = 500_000_000;
+
+const O_ACCMODE: u64 = 0o3;
+const O_TRUNC: u64 = 0o1000;
+
+struct Group {
+    open: u32,
+    start: i64,
+    end: i64,
+    created: bool,
+    truncated: bool,
+    read: u64,
+    written: u64,
+    service: Arc<str>,
+    comm: Arc<str>,
+    exe: Option<Arc<str>>,
+}
+
+/// Counts of what folding saw.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FoldStats {
+    pub events: u64,
+    pub actions: u64,
+    /// Files still open when the trail ended (an action only if the open created it).
+    pub open_at_end: u64,
+}
+
+type Key = (u32, String);
+
+#[derive(Default)]
+pub struct Folder {
+    groups: HashMap<Key, Group>,
+    /// Closed files held for HOLD_NS, and the order they were closed in.
+    closed: HashMap<Key, Group>,
+    closed_order: VecDeque<(i64, Key)>,
+    out: VecDeque<Action>,
+    last_ns: i64,
+    pub stats: FoldStats,
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    s.parse().ok().map(canonical_ip)
+}
+
+impl Folder {
+    pub fn new() -> Folder {
+        Folder::default()
+    }
+
+    /// The next folded action, if one is complete.
+    pub fn pop(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    fn action(e: &Event, class: Class, path: Option<String>) -> Action {
+        Action {
+            service: e.groundtruth.service.clone(),
+            class,
+            start_ns: e.time_ns,
+            end_ns: e.time_ns,
+            pid: e.actor.pid,
+            comm: e.actor.name.clone(),
+            exe: e.actor.exe.clone(),
+            path,
+            old_path: None,
+            conn: None,
+            bytes_read: None,
+            bytes_written: None,
+        }
+    }
+
+    fn emit(&mut self, a: Action) {
+        self.stats.actions += 1;
+        self.out.push_back(a);
+    }
+
+    /// Emit held files closed before `now - HOLD_NS` (all of them with `i64::MAX`).
+    fn release(&mut self, now: i64) {
+        while let Some((t, _)) = self.closed_order.front() {
+            if *t >= now.saturating_sub(HOLD_NS) {
+                break;
+            }
+            let (t, key) = self.closed_order.pop_front().unwrap();
+            // Only if it is still the same closed file (not continued or reopened).
+            if self.closed.get(&key).is_some_and(|g| g.end == t) {
+                let g = self.closed.remove(&key).unwrap();
+                self.close_group(key.0, key.1, g);
+            }
+        }
+    }
+
+    fn hold(&mut self, key: Key, g: Group) {
+        self.closed_order.push_back((g.end, key.clone()));
+        self.closed.insert(key, g);
+    }
+
+    fn close_group(&mut self, pid: u32, path: String, g: Group) {
+        let end_ns = g.end;
+        let class = if g.created {
+            Class::FileCreate
+        } else if g.written > 0 || g.truncated {
+            Class::FileWrite
+        } else if g.read > 0 {
+            Class::FileRead
+        } else {
+            return;
+        };
+        self.emit(Action {
+            service: g.service,
+            class,
+            start_ns: g.start,
+            end_ns,
+            pid,
+            comm: g.comm,
+            exe: g.exe,
+            path: Some(path),
+            old_path: None,
+            conn: None,
+            bytes_read: Some(g.read),
+            bytes_written: Some(g.written),
+        });
+    }
+
+    pub fn push(&mut self, e: &Event) {
+        self.stats.events += 1;
+        self.last_ns = self.last_ns.max(e.time_ns);
+        self.release(e.time_ns);
+        if e.status_id == status::FAILURE {
+            return;
+        }
+        let path = |f: &Option<trail::FileRef>| f.as_ref().and_then(|f| f.path.clone());
+        match (e.class_uid, &*e.activity_name) {
+            (class::FILE_SYSTEM_ACTIVITY, "Open" | "Acquire") => {
+                let Some(p) = path(&e.file) else { return };
+                let flags = e.groundtruth.flags.unwrap_or(0);
+                let key = (e.actor.pid, p);
+                if !self.groups.contains_key(&key) {
+                    if let Some(held) = self.closed.remove(&key) {
+                        if e.activity_name == "Acquire" {
+                            // A descriptor dup'ed from the closed one: the same open.
+                            self.groups.insert(key.clone(), held);
+                        } else {
+                            self.close_group(key.0, key.1.clone(), held);
+                        }
+                    }
+                }
+                let g = self.groups.entry(key).or_insert_with(|| Group {
+                    open: 0,
+                    start: e.time_ns,
+                    end: e.time_ns,
+                    created: false,
+                    truncated: false,
+                    read: 0,
+                    written: 0,
+                    service: e.groundtruth.service.clone(),
+                    comm: e.actor.name.clone(),
+                    exe: e.actor.exe.clone(),
+                });
+                g.open += 1;
+                g.created |= e.groundtruth.created;
+                g.truncated |=
+                    e.activity_name == "Open" && flags & O_TRUNC != 0 && flags & O_ACCMODE != 0;
+            }
+            (class::FILE_SYSTEM_ACTIVITY, "Close") => {
+                let Some(p) = path(&e.file) else { return };
+                let (r, w) = (
+                    e.groundtruth.bytes_read.unwrap_or(0),
+                    e.groundtruth.bytes_written.unwrap_or(0),
+                );
+                let key = (e.actor.pid, p);
+                if let Some(g) = self.groups.get_mut(&key) {
+                    g.open = g.open.saturating_sub(1);
+                    g.read += r;
+                    g.written += w;
+                    g.end = e.time_ns;
+                    if g.open == 0 {
+                        let g = self.groups.remove(&key).unwrap();
+                        self.hold(key, g);
+                    }
+                } else if let Some(mut g) = self.closed.remove(&key) {
+                    // Another descriptor of a held file, never read or written through.
+                    g.read += r;
+                    g.written += w;
+                    g.end = e.time_ns;
+                    self.hold(key, g);
+                } else {
+                    {
+                        // Opened before the recording started.
+                        let g = Group {
+                            open: 0,
+                            start: e.time_ns,
+                            end: e.time_ns,
+                            created: false,
+                            truncated: false,
+                            read: r,
+                            written: w,
+                            service: e.groundtruth.service.clone(),
+                            comm: e.actor.name.clone(),
+                            exe: e.actor.exe.clone(),
+                        };
+                        self.close_group(key.0, key.1, g);
+                    }
+                }
+            }
+            (class::FILE_SYSTEM_ACTIVITY, "Rename") => {
+                let mut a = Self::action(e, Class::FileRename, path(&e.file_result));
+                a.old_path = path(&e.file);
+                if a.path.is_some() && a.old_path.is_some() {
+                    self.emit(a);
+                }
+            }
+            (class::FILE_SYSTEM_ACTIVITY, act) => {
+                let (class, p) = match act {
+                    "Delete" | "Rmdir" => (Class::FileDelete, path(&e.file)),
+                    "Mkdir" => (Class::FileCreate, path(&e.file)),
+                    "Link" | "Symlink" => (Class::FileCreate, path(&e.file_result)),
+                    "Truncate" => (Class::FileWrite, path(&e.file)),
+                    _ => return,
+                };
+                if p.is_some() {
+                    let a = Self::action(e, class, p);
+                    self.emit(a);
+                }
+            }
+            (class::PROCESS_ACTIVITY, "Launch") => {
+                let Some(p) = &e.process else { return };
+                let exe = p.exe.as_deref().map(str::to_string);
+                if exe.is_some() {
+                    let mut a = Self::action(e, Class::ProcessExec, exe);
+                    a.pid = p.pid;
+                    self.emit(a);
+                }
+            }
+            (class::NETWORK_ACTIVITY, "Open") => {
+                let Some(n) = &e.network else { return };
+                if n.protocol_name != "tcp" {
+                    return;
+                }
+                let class = match n.direction_id {
+                    direction::OUTBOUND => Class::NetConnect,
+                    direction::INBOUND => Class::NetAccept,
+                    _ => return,
+                };
+                let (Some(s), Some(d)) = (&n.src, &n.dst) else {
+                    return;
+                };
+                let (Some(sip), Some(dip)) = (ip(&s.ip), ip(&d.ip)) else {
+                    return;
+                };
+                let mut a = Self::action(e, class, None);
+                a.conn = Some(Conn {
+                    client: (sip, s.port),
+                    server: (dip, d.port),
+                    connection_id: e.groundtruth.connection_id,
+                });
+                self.emit(a);
+            }
+            _ => {}
+        }
+    }
+
+    /// The end of the trail: files still open become actions if their open created
+    /// them (nothing else about them is known yet).
+    pub fn finish(&mut self) {
+        self.release(i64::MAX);
+        let mut open: Vec<_> = self.groups.drain().collect();
+        open.sort_by_key(|(_, g)| g.start);
+        self.stats.open_at_end = open.len() as u64;
+        for ((pid, path), mut g) in open {
+            g.written = 0;
+            g.truncated = false;
+            g.read = 0;
+            g.end = self.last_ns;
+            self.close_group(pid, path, g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trail::{event::activity, Actor, Endpoint, Extra, FileRef, Network};
+
+    fn ev(t: i64, class_uid: i32, name: &'static str, path: Option<&str>) -> Event {
+        Event {
+            time_ns: t,
+            class_uid,
+            activity_id: activity::OTHER,
+            activity_name: name.into(),
+            status_id: status::SUCCESS,
+            actor: Actor {
+                pid: 5,
+                name: "svc".into(),
+                ..Default::default()
+            },
+            file: path.map(|p| FileRef {
+                path: Some(p.into()),
+                ..Default::default()
+            }),
+            groundtruth: Extra {
+                service: "s".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn open(t: i64, p: &str, flags: u64, created: bool) -> Event {
+        let mut e = ev(t, class::FILE_SYSTEM_ACTIVITY, "Open", Some(p));
+        e.groundtruth.flags = Some(flags);
+        e.groundtruth.created = created;
+        e
+    }
+
+    fn close(t: i64, p: &str, r: u64, w: u64) -> Event {
+        let mut e = ev(t, class::FILE_SYSTEM_ACTIVITY, "Close", Some(p));
+        e.groundtruth.bytes_read = Some(r);
+        e.groundtruth.bytes_written = Some(w);
+        e
+    }
+
+    fn fold(events: &[Event]) -> Vec<(Class, i64, i64, Option<String>)> {
+        let mut f = Folder::new();
+        for e in events {
+            f.push(e);
+        }
+        f.finish();
+        let mut v: Vec<_> = std::iter::from_fn(|| f.pop())
+            .map(|a| (a.class, a.start_ns, a.end_ns, a.path))
+            .collect();
+        v.sort_by_key(|a| (a.1, a.2));
+        v
+    }
+
+    #[test]
+    fn opens_fold_to_one_action_per_open_file() {
+        let s = |p: &str| Some(p.to_string());
+        // `echo hi > a` in dash: open as 3, dup2 to 1, close 3, write through 1 (its
+        // first use: Acquire), close 1.
+        let got = fold(&[
+            open(1, "/a", 0o1101, true),
+            close(2, "/a", 0, 0),
+            ev(3, class::FILE_SYSTEM_ACTIVITY, "Acquire", Some("/a")),
+            close(4, "/a", 0, 3),
+            open(5, "/b", 0o1, false),
+            close(6, "/b", 0, 9),
+            open(7, "/b", 0, false),
+            close(8, "/b", 4, 0),
+            open(9, "/c", 0, false),
+            close(10, "/c", 0, 0),
+            open(11, "/d", 0o1001, false),
+            close(12, "/d", 0, 0),
+            close(13, "/inherited", 0, 2),
+            open(14, "/still-open", 0o101, true),
+            open(15, "/still-open-2", 0o1, false),
+        ]);
+        assert_eq!(
+            got,
+            [
+                (Class::FileCreate, 1, 4, s("/a")),
+                (Class::FileWrite, 5, 6, s("/b")),
+                (Class::FileRead, 7, 8, s("/b")),
+                (Class::FileWrite, 11, 12, s("/d")),
+                (Class::FileWrite, 13, 13, s("/inherited")),
+                (Class::FileCreate, 14, 15, s("/still-open")),
+            ]
+        );
+        // An Acquire long after the close is another action.
+        let late = HOLD_NS + 10;
+        let got = fold(&[
+            open(1, "/e", 0o101, true),
+            close(2, "/e", 0, 0),
+            ev(late, class::FILE_SYSTEM_ACTIVITY, "Acquire", Some("/e")),
+            close(late + 1, "/e", 0, 3),
+        ]);
+        assert_eq!(
+            got,
+            [
+                (Class::FileCreate, 1, 2, s("/e")),
+                (Class::FileWrite, late, late + 1, s("/e"))
+            ]
+        );
+    }
+
+    #[test]
+    fn path_and_process_and_network_actions() {
+        let mut rename = ev(1, class::FILE_SYSTEM_ACTIVITY, "Rename", Some("/old"));
+        rename.file_result = Some(FileRef {
+            path: Some("/new".into()),
+            ..Default::default()
+        });
+        let mut failed = ev(2, class::FILE_SYSTEM_ACTIVITY, "Delete", Some("/x"));
+        failed.status_id = status::FAILURE;
+        let mut launch = ev(3, class::PROCESS_ACTIVITY, "Launch", None);
+        launch.process = Some(trail::TargetProcess {
+            pid: 6,
+            exe: Some("/usr/bin/cp".into()),
+            ..Default::default()
+        });
+        let mut conn = ev(4, class::NETWORK_ACTIVITY, "Open", None);
+        conn.network = Some(Network {
+            src: Some(Endpoint {
+                ip: "::ffff:127.0.0.1".into(),
+                port: 40000,
+            }),
+            dst: Some(Endpoint {
+                ip: "127.0.0.1".into(),
+                port: 80,
+            }),
+            protocol_name: "tcp".into(),
+            direction_id: direction::OUTBOUND,
+            ..Default::default()
+        });
+        let mut f = Folder::new();
+        for e in [
+            &rename,
+            &failed,
+            &ev(5, class::FILE_SYSTEM_ACTIVITY, "Delete", Some("/y")),
+            &ev(6, class::FILE_SYSTEM_ACTIVITY, "Chmod", Some("/y")),
+            &launch,
+            &conn,
+        ] {
+            f.push(e);
+        }
+        let got: Vec<Action> = std::iter::from_fn(|| f.pop()).collect();
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert_eq!(
+            (
+                got[0].class,
+                got[0].path.as_deref(),
+                got[0].old_path.as_deref()
+            ),
+            (Class::FileRename, Some("/new"), Some("/old"))
+        );
+        assert_eq!(
+            (got[1].class, got[1].path.as_deref()),
+            (Class::FileDelete, Some("/y"))
+        );
+        assert_eq!(
+            (got[2].class, got[2].pid, got[2].path.as_deref()),
+            (Class::ProcessExec, 6, Some("/usr/bin/cp"))
+        );
+        let c = got[3].conn.as_ref().unwrap();
+        assert_eq!(got[3].class, Class::NetConnect);
+        assert_eq!(
+            c.client,
+            ("127.0.0.1".parse().unwrap(), 40000),
+            "v4-mapped made canonical"
+        );
+        assert_eq!(c.server.1, 80);
+    }
+}

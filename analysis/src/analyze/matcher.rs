@@ -1,0 +1,758 @@
+//! One-to-one matching of kernel actions and audit records (docs/analysis.md,
+//! "Matching").
+//!
+//! Items arrive in (roughly) time order from the kernel and from every log. Each item
+//! is decided at its deadline, its time plus the window (actions: their end), once every
+//! source has moved past that deadline plus a reorder tolerance: it takes the best
+//! undecided candidate of the other side with the same service, a compatible class and
+//! the same resource, within the window - a record with a pid prefers an action of that
+//! pid, then the nearest in time, then the earliest. What is left becomes a finding: a
+//! required action without a record is `unaudited`, a record without an action is
+//! `unsupported`. Items are kept one more window after their decision (so an
+//! unsupported record can name the nearest kernel action), then dropped: memory holds
+//! about three windows of items, not the trail.
+
+use super::{expect::Expectations, Action, Class, Record};
+use crate::events::rfc3339;
+use serde::Serialize;
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque},
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
+
+/// Items can arrive this much out of time order (per source) and still be matched.
+pub const REORDER_NS: i64 = 1_000_000_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Pending,
+    Matched,
+    Decided,
+}
+
+struct ActionItem {
+    a: Action,
+    peer_service: Option<Arc<str>>,
+    state: State,
+}
+
+struct RecordItem {
+    r: Record,
+    state: State,
+}
+
+enum Item {
+    Action(ActionItem),
+    Record(RecordItem),
+}
+
+/// A skew histogram: |record time - action time| in log-linear buckets (16 per power
+/// of two, so the median is exact to about 6%), plus the exact maximum.
+#[derive(Clone, Debug, Default)]
+pub struct Skew {
+    buckets: BTreeMap<u32, u64>,
+    pub count: u64,
+    pub max_abs_ns: i64,
+    /// Records written before the action began (negative skew).
+    pub early: u64,
+}
+
+impl Skew {
+    fn bucket(v: u64) -> u32 {
+        if v < 16 {
+            return v as u32;
+        }
+        let msb = 63 - v.leading_zeros();
+        let sub = (v >> (msb - 4)) & 15;
+        msb * 16 + sub as u32
+    }
+
+    fn value(b: u32) -> i64 {
+        if b < 16 {
+            return b as i64;
+        }
+        let (msb, sub) = (b / 16, (b % 16) as u64);
+        // Middle of the bucket.
+        (((16 + sub) << (msb - 4)) + (1u64 << (msb - 4)) / 2) as i64
+    }
+
+    pub fn add(&mut self, skew: i64) {
+        let a = skew.unsigned_abs();
+        *self.buckets.entry(Self::bucket(a)).or_default() += 1;
+        self.count += 1;
+        self.max_abs_ns = self.max_abs_ns.max(a.min(i64::MAX as u64) as i64);
+        if skew < 0 {
+            self.early += 1;
+        }
+    }
+
+    /// Median |skew| (to about 6%).
+    pub fn median_abs_ns(&self) -> Option<i64> {
+        if self.count == 0 {
+            return None;
+        }
+        let half = self.count.div_ceil(2);
+        let mut seen = 0;
+        for (b, n) in &self.buckets {
+            seen += n;
+            if seen >= half {
+                return Some(Self::value(*b));
+            }
+        }
+        None
+    }
+}
+
+/// Audited / required counts.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Coverage {
+    pub required: u64,
+    pub audited: u64,
+}
+
+/// The kernel's side of a finding.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelEvidence {
+    pub pid: u32,
+    pub process: String,
+    pub executable: Option<String>,
+    pub start: String,
+    pub end: String,
+    pub path: Option<String>,
+    pub old_path: Option<String>,
+    pub client: Option<String>,
+    pub server: Option<String>,
+    pub peer_service: Option<String>,
+    pub bytes_read: Option<u64>,
+    pub bytes_written: Option<u64>,
+    /// Network: the trail's `groundtruth.connection_id` of this end.
+    pub connection_id: Option<u64>,
+}
+
+/// The audit log's side of a finding.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordEvidence {
+    pub file: String,
+    pub line: u64,
+    pub pid: Option<u32>,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// `unaudited` or `unsupported`.
+    pub kind: &'static str,
+    pub service: String,
+    pub class: Class,
+    pub resource: String,
+    pub time: String,
+    pub time_ns: i64,
+    /// unaudited: the expectation rule that required it.
+    pub rule: Option<String>,
+    pub kernel: Option<KernelEvidence>,
+    pub record: Option<RecordEvidence>,
+    /// unsupported: the kernel action of that service and class nearest in time, if any
+    /// (often the same file under another name).
+    pub nearest_kernel_action: Option<String>,
+}
+
+/// Per service: what was matched and found.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceOutcome {
+    pub coverage: BTreeMap<Class, Coverage>,
+    /// By rule index.
+    pub rules: BTreeMap<usize, Coverage>,
+    pub records: u64,
+    pub records_matched: u64,
+    pub actions: u64,
+    pub skew: Skew,
+}
+
+#[derive(Default)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub services: BTreeMap<String, ServiceOutcome>,
+    pub skew: Skew,
+    /// Items that arrived after their deadline had passed by more than the reorder
+    /// tolerance (matched against what was still held).
+    pub late: u64,
+    /// Most items held at once (the memory bound).
+    pub peak_items: usize,
+}
+
+type Addr = (IpAddr, u16);
+/// (pid mismatch, |skew|, the candidate's time, its id): lower is better.
+type Score = (u8, i64, i64, u64);
+
+fn key(parts: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+fn path_key(service: &str, class: Class, path: &str) -> u64 {
+    key((0u8, service, class.key_class(), path))
+}
+fn port_key(service: &str, class: Class, port: u16) -> u64 {
+    key((1u8, service, class.key_class(), port))
+}
+fn any_key(service: &str, class: Class) -> u64 {
+    key((2u8, service, class.key_class()))
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+pub struct Matcher<'x> {
+    window: i64,
+    expect: &'x Expectations,
+    has_log: HashSet<Arc<str>>,
+    items: VecDeque<Option<Item>>,
+    base: u64,
+    actions_by_key: HashMap<u64, VecDeque<u64>>,
+    records_by_key: HashMap<u64, VecDeque<u64>>,
+    /// Network actions by (client, server), for the peer's service.
+    conns: HashMap<(Addr, Addr), Vec<u64>>,
+    /// (time, id, phase): phase 0 decide, 1 drop.
+    queue: BinaryHeap<Reverse<(i64, u64, u8)>>,
+    held: usize,
+    watermark: i64,
+    pub out: Outcome,
+}
+
+impl<'x> Matcher<'x> {
+    pub fn new(window_ns: i64, expect: &'x Expectations, services_with_logs: &[&str]) -> Self {
+        let mut out = Outcome::default();
+        for s in services_with_logs {
+            out.services.entry(s.to_string()).or_default();
+        }
+        Matcher {
+            window: window_ns,
+            expect,
+            has_log: services_with_logs.iter().map(|s| Arc::from(*s)).collect(),
+            items: VecDeque::new(),
+            base: 0,
+            actions_by_key: HashMap::new(),
+            records_by_key: HashMap::new(),
+            conns: HashMap::new(),
+            queue: BinaryHeap::new(),
+            held: 0,
+            watermark: i64::MIN,
+            out,
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&Item> {
+        self.items
+            .get(id.checked_sub(self.base)? as usize)?
+            .as_ref()
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Item> {
+        self.items
+            .get_mut(id.checked_sub(self.base)? as usize)?
+            .as_mut()
+    }
+
+    fn insert(&mut self, item: Item, deadline: i64) -> u64 {
+        let id = self.base + self.items.len() as u64;
+        self.items.push_back(Some(item));
+        self.held += 1;
+        self.out.peak_items = self.out.peak_items.max(self.held);
+        if deadline < self.watermark.saturating_sub(REORDER_NS) {
+            self.out.late += 1;
+        }
+        self.queue.push(Reverse((deadline, id, 0)));
+        id
+    }
+
+    fn action_keys(a: &Action) -> Vec<u64> {
+        let s = &*a.service;
+        let mut k = vec![any_key(s, a.class)];
+        if let Some(c) = &a.conn {
+            k.push(port_key(s, a.class, c.server.1));
+        }
+        for p in [&a.path, &a.old_path].into_iter().flatten() {
+            k.push(path_key(s, a.class, p));
+        }
+        if a.class == Class::ProcessExec {
+            if let Some(p) = &a.path {
+                k.push(path_key(s, a.class, basename(p)));
+            }
+        }
+        k
+    }
+
+    fn record_key(r: &Record) -> u64 {
+        let s = &*r.service;
+        if r.class.is_network() {
+            match r.claim.server_port {
+                Some(p) => port_key(s, r.class, p),
+                None => any_key(s, r.class),
+            }
+        } else {
+            path_key(s, r.class, r.claim.path.as_deref().unwrap_or(""))
+        }
+    }
+
+    /// Add a kernel action.
+    pub fn push_action(&mut self, a: Action) {
+        self.out
+            .services
+            .entry(a.service.to_string())
+            .or_default()
+            .actions += 1;
+        let keys = Self::action_keys(&a);
+        let deadline = a.end_ns.saturating_add(self.window);
+        let conn = a.conn.as_ref().map(|c| (c.client, c.server));
+        let mut peer = None;
+        let id_next = self.base + self.items.len() as u64;
+        if let Some(t) = conn {
+            let ids = self.conns.entry(t).or_default();
+            // The other end of the same connection (opposite direction).
+            for &other in ids.iter() {
+                if let Some(Item::Action(o)) = self
+                    .items
+                    .get((other - self.base) as usize)
+                    .and_then(|i| i.as_ref())
+                {
+                    if o.a.class != a.class && o.peer_service.is_none() {
+                        peer = Some((other, o.a.service.clone()));
+                        break;
+                    }
+                }
+            }
+            ids.push(id_next);
+        }
+        let service = a.service.clone();
+        let id = self.insert(
+            Item::Action(ActionItem {
+                a,
+                peer_service: peer.as_ref().map(|p| p.1.clone()),
+                state: State::Pending,
+            }),
+            deadline,
+        );
+        if let Some((other, _)) = peer {
+            if let Some(Item::Action(o)) = self.get_mut(other) {
+                o.peer_service = Some(service);
+            }
+        }
+        for k in keys {
+            self.actions_by_key.entry(k).or_default().push_back(id);
+        }
+    }
+
+    /// Add an audit record.
+    pub fn push_record(&mut self, r: Record) {
+        self.out
+            .services
+            .entry(r.service.to_string())
+            .or_default()
+            .records += 1;
+        let k = Self::record_key(&r);
+        let deadline = r.time_ns.saturating_add(self.window);
+        let id = self.insert(
+            Item::Record(RecordItem {
+                r,
+                state: State::Pending,
+            }),
+            deadline,
+        );
+        self.records_by_key.entry(k).or_default().push_back(id);
+    }
+
+    /// Every source has reached `now`: decide what can no longer change.
+    pub fn advance(&mut self, now: i64) {
+        self.watermark = self.watermark.max(now);
+        let limit = self.watermark.saturating_sub(REORDER_NS);
+        while let Some(&Reverse((t, id, phase))) = self.queue.peek() {
+            if t >= limit {
+                break;
+            }
+            self.queue.pop();
+            self.step(t, id, phase);
+        }
+    }
+
+    /// The end of every source: decide everything.
+    pub fn finish(&mut self) {
+        while let Some(Reverse((t, id, phase))) = self.queue.pop() {
+            self.step(t, id, phase);
+        }
+    }
+
+    fn step(&mut self, t: i64, id: u64, phase: u8) {
+        if phase == 0 {
+            self.decide(id);
+            self.queue
+                .push(Reverse((t.saturating_add(self.window), id, 1)));
+        } else {
+            self.drop_item(id);
+        }
+    }
+
+    fn drop_item(&mut self, id: u64) {
+        let Some(slot) = id
+            .checked_sub(self.base)
+            .and_then(|i| self.items.get_mut(i as usize))
+        else {
+            return;
+        };
+        let (keys, is_action) = match slot.take() {
+            Some(Item::Action(a)) => {
+                if let Some(c) = &a.a.conn {
+                    let t = (c.client, c.server);
+                    if let Some(v) = self.conns.get_mut(&t) {
+                        v.retain(|&x| x != id);
+                        if v.is_empty() {
+                            self.conns.remove(&t);
+                        }
+                    }
+                }
+                (Self::action_keys(&a.a), true)
+            }
+            Some(Item::Record(r)) => (vec![Self::record_key(&r.r)], false),
+            None => return,
+        };
+        self.held -= 1;
+        // Trim this item's index buckets from the front: when the last live item of a
+        // bucket goes, the bucket goes.
+        for k in keys {
+            let map = if is_action {
+                &mut self.actions_by_key
+            } else {
+                &mut self.records_by_key
+            };
+            if let Some(b) = map.get_mut(&k) {
+                while let Some(&f) = b.front() {
+                    let live = f
+                        .checked_sub(self.base)
+                        .and_then(|i| self.items.get(i as usize))
+                        .is_some_and(Option::is_some);
+                    if live {
+                        break;
+                    }
+                    b.pop_front();
+                }
+                if b.is_empty() {
+                    map.remove(&k);
+                }
+            }
+        }
+        while matches!(self.items.front(), Some(None)) {
+            self.items.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Signed skew of record time `t` against an action: 0 inside [start, end].
+    fn skew(t: i64, a: &Action) -> i64 {
+        if t < a.start_ns {
+            t - a.start_ns
+        } else if t > a.end_ns {
+            t - a.end_ns
+        } else {
+            0
+        }
+    }
+
+    fn compatible(r: &Record, a: &ActionItem) -> bool {
+        let a_ = &a.a;
+        if r.service != a_.service || !r.class.satisfied_by(a_.class) {
+            return false;
+        }
+        let c = &r.claim;
+        if r.class.is_network() {
+            let Some(conn) = &a_.conn else { return false };
+            let peer_ip = if a_.class == Class::NetConnect {
+                conn.server.0
+            } else {
+                conn.client.0
+            };
+            let peer_service = a.peer_service.as_deref();
+            c.client_ip.is_none_or(|ip| ip == conn.client.0)
+                && c.client_port.is_none_or(|p| p == conn.client.1)
+                && c.server_ip.is_none_or(|ip| ip == conn.server.0)
+                && c.server_port.is_none_or(|p| p == conn.server.1)
+                && c.peer_service
+                    .as_deref()
+                    .is_none_or(|s| Some(s) == peer_service)
+                && c.peer_host.as_deref().is_none_or(|h| {
+                    if h == "localhost" {
+                        is_loopback(peer_ip)
+                    } else {
+                        peer_service.is_some_and(|s| s.eq_ignore_ascii_case(h))
+                    }
+                })
+        } else {
+            let Some(p) = c.path.as_deref() else {
+                return false;
+            };
+            let path_ok = a_.path.as_deref() == Some(p)
+                || (a_.class == Class::FileRename
+                    && c.old_path.is_none()
+                    && a_.old_path.as_deref() == Some(p))
+                || (a_.class == Class::ProcessExec
+                    && !p.contains('/')
+                    && a_.path.as_deref().map(basename) == Some(p));
+            path_ok
+                && c.old_path
+                    .as_deref()
+                    .is_none_or(|o| a_.old_path.as_deref() == Some(o))
+        }
+    }
+
+    /// The best pending candidate for item `id` in the given buckets of the other side.
+    fn best(&self, id: u64) -> Option<(u64, i64)> {
+        let (keys, is_action): (Vec<u64>, bool) = match self.get(id)? {
+            Item::Action(a) => {
+                let mut k: Vec<u64> = Self::action_keys(&a.a);
+                // Records find actions through their own (most specific) key; an action
+                // looks for records under all of its keys except the near-miss one,
+                // which records without a port also use.
+                if !a.a.class.is_network() {
+                    k.remove(0);
+                }
+                (k, true)
+            }
+            Item::Record(r) => (vec![Self::record_key(&r.r)], false),
+        };
+        let mut best: Option<(Score, u64, i64)> = None;
+        for k in keys {
+            let map = if is_action {
+                &self.records_by_key
+            } else {
+                &self.actions_by_key
+            };
+            let Some(bucket) = map.get(&k) else {
+                continue;
+            };
+            for &cid in bucket {
+                let Some(item) = self.get(cid) else { continue };
+                let (r, a) = match (self.get(id), item) {
+                    (Some(Item::Action(a)), Item::Record(r)) if r.state == State::Pending => {
+                        (&r.r, a)
+                    }
+                    (Some(Item::Record(r)), Item::Action(a)) if a.state == State::Pending => {
+                        (&r.r, a)
+                    }
+                    _ => continue,
+                };
+                if !Self::compatible(r, a) {
+                    continue;
+                }
+                let skew = Self::skew(r.time_ns, &a.a);
+                if skew.unsigned_abs() > self.window as u64 {
+                    continue;
+                }
+                let pid_miss = u8::from(r.pid.is_some_and(|p| p != a.a.pid));
+                let other_time = if is_action { r.time_ns } else { a.a.end_ns };
+                let score = (pid_miss, skew.abs(), other_time, cid);
+                if best.as_ref().is_none_or(|b| score < b.0) {
+                    best = Some((score, cid, skew));
+                }
+            }
+        }
+        best.map(|(_, cid, skew)| (cid, skew))
+    }
+
+    fn set_state(&mut self, id: u64, s: State) {
+        match self.get_mut(id) {
+            Some(Item::Action(a)) => a.state = s,
+            Some(Item::Record(r)) => r.state = s,
+            None => {}
+        }
+    }
+
+    fn decide(&mut self, id: u64) {
+        let pending = match self.get(id) {
+            Some(Item::Action(a)) => a.state == State::Pending,
+            Some(Item::Record(r)) => r.state == State::Pending,
+            None => return,
+        };
+        if pending {
+            if let Some((other, skew)) = self.best(id) {
+                self.set_state(id, State::Matched);
+                self.set_state(other, State::Matched);
+                let service = match self.get(id) {
+                    Some(Item::Action(a)) => a.a.service.to_string(),
+                    Some(Item::Record(r)) => r.r.service.to_string(),
+                    None => unreachable!(),
+                };
+                self.out.skew.add(skew);
+                let s = self.out.services.entry(service).or_default();
+                s.skew.add(skew);
+                s.records_matched += 1;
+            } else {
+                self.set_state(id, State::Decided);
+            }
+        }
+        // Accounting and findings.
+        match self.get(id) {
+            Some(Item::Action(a)) => {
+                let rule = self.expect.required(&a.a, a.peer_service.as_deref(), |s| {
+                    self.has_log.contains(s)
+                });
+                let Some(rule) = rule else { return };
+                let matched = a.state == State::Matched;
+                let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
+                let (service, class) = (a.a.service.to_string(), a.a.class);
+                let s = self.out.services.entry(service).or_default();
+                for c in [
+                    s.coverage.entry(class).or_default(),
+                    s.rules.entry(rule).or_default(),
+                ] {
+                    c.required += 1;
+                    c.audited += u64::from(matched);
+                }
+                if let Some(f) = finding {
+                    self.out.findings.push(f);
+                }
+            }
+            Some(Item::Record(r)) if r.state != State::Matched => {
+                let nearest = self.nearest(&r.r);
+                let f = unsupported(&r.r, nearest);
+                self.out.findings.push(f);
+            }
+            _ => {}
+        }
+    }
+
+    /// The kernel action of the record's service and class (any resource) nearest in
+    /// time, as text.
+    fn nearest(&self, r: &Record) -> Option<String> {
+        let ids = self.actions_by_key.get(&any_key(&r.service, r.class))?;
+        let mut best: Option<(i64, &Action)> = None;
+        for &id in ids {
+            if let Some(Item::Action(a)) = self.get(id) {
+                if a.a.service != r.service || !r.class.satisfied_by(a.a.class) {
+                    continue;
+                }
+                let d = Self::skew(r.time_ns, &a.a).abs();
+                if best.is_none_or(|b| d < b.0) {
+                    best = Some((d, &a.a));
+                }
+            }
+        }
+        let (d, a) = best?;
+        Some(format!(
+            "{} {} by pid {} at {} ({:+.3} s from the record)",
+            a.class,
+            resource(a, None),
+            a.pid,
+            rfc3339(a.end_ns),
+            if r.time_ns < a.start_ns { -d } else { d } as f64 / 1e9
+        ))
+    }
+}
+
+fn endpoint(e: (IpAddr, u16)) -> String {
+    match e.0 {
+        IpAddr::V6(ip) => format!("[{ip}]:{}", e.1),
+        IpAddr::V4(ip) => format!("{ip}:{}", e.1),
+    }
+}
+
+/// An action's resource as one line: a path, `old -> new`, or `tcp client -> server
+/// (peer service)`.
+pub fn resource(a: &Action, peer_service: Option<&str>) -> String {
+    if let Some(c) = &a.conn {
+        let peer = peer_service.map(|s| format!(" ({s})")).unwrap_or_default();
+        return match a.class {
+            Class::NetAccept => {
+                format!("tcp {} <- {}{peer}", endpoint(c.server), endpoint(c.client))
+            }
+            _ => format!("tcp {} -> {}{peer}", endpoint(c.client), endpoint(c.server)),
+        };
+    }
+    match (&a.old_path, &a.path) {
+        (Some(o), Some(p)) => format!("{o} -> {p}"),
+        (_, Some(p)) => p.clone(),
+        _ => "?".into(),
+    }
+}
+
+fn record_resource(r: &Record) -> String {
+    let c = &r.claim;
+    if r.class.is_network() {
+        let ip_port = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
+            (Some(ip), Some(p)) => endpoint((ip, p)),
+            (Some(ip), None) => ip.to_string(),
+            (None, Some(p)) => format!("*:{p}"),
+            (None, None) => "*".into(),
+        };
+        let mut s = format!(
+            "tcp {} -> {}",
+            ip_port(c.client_ip, c.client_port),
+            ip_port(c.server_ip, c.server_port)
+        );
+        for x in [&c.peer_host, &c.peer_service].into_iter().flatten() {
+            s.push_str(&format!(" ({x})"));
+        }
+        return s;
+    }
+    match (&c.old_path, &c.path) {
+        (Some(o), Some(p)) => format!("{o} -> {p}"),
+        (_, Some(p)) => p.clone(),
+        _ => "?".into(),
+    }
+}
+
+fn unaudited(a: &ActionItem, rule: &str) -> Finding {
+    let x = &a.a;
+    Finding {
+        kind: "unaudited",
+        service: x.service.to_string(),
+        class: x.class,
+        resource: resource(x, a.peer_service.as_deref()),
+        time: rfc3339(x.end_ns),
+        time_ns: x.end_ns,
+        rule: Some(rule.to_string()),
+        kernel: Some(KernelEvidence {
+            pid: x.pid,
+            process: x.comm.to_string(),
+            executable: x.exe.as_deref().map(str::to_string),
+            start: rfc3339(x.start_ns),
+            end: rfc3339(x.end_ns),
+            path: x.path.clone(),
+            old_path: x.old_path.clone(),
+            client: x.conn.as_ref().map(|c| endpoint(c.client)),
+            server: x.conn.as_ref().map(|c| endpoint(c.server)),
+            peer_service: a.peer_service.as_deref().map(str::to_string),
+            bytes_read: x.bytes_read,
+            bytes_written: x.bytes_written,
+            connection_id: x.conn.as_ref().and_then(|c| c.connection_id),
+        }),
+        record: None,
+        nearest_kernel_action: None,
+    }
+}
+
+fn unsupported(r: &Record, nearest: Option<String>) -> Finding {
+    Finding {
+        kind: "unsupported",
+        service: r.service.to_string(),
+        class: r.class,
+        resource: record_resource(r),
+        time: rfc3339(r.time_ns),
+        time_ns: r.time_ns,
+        rule: None,
+        kernel: None,
+        record: Some(RecordEvidence {
+            file: r.file.to_string(),
+            line: r.line,
+            pid: r.pid,
+            text: r.excerpt.clone(),
+        }),
+        nearest_kernel_action: nearest,
+    }
+}

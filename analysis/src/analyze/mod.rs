@@ -1,0 +1,409 @@
+//! `groundtruth analyze`: compare what the kernel saw (a trail) with what the services'
+//! audit logs claim.
+//!
+//! The pipeline, all streaming (memory holds the matching window, not the trail):
+//! 1. [`fold`]: kernel events become [`Action`]s, the unit an audit record speaks of
+//!    (one open-to-close that wrote a file is one write, one connection is one connect).
+//! 2. [`audit`]: each audit log line becomes a [`Record`] (built-in ECS and OCSF
+//!    mappings, or a TOML mapping for any other JSON Lines shape).
+//! 3. [`expect`]: which actions require an audit record (an expectations file, or the
+//!    documented defaults).
+//! 4. [`matcher`]: one-to-one matching of actions and records of the same service, class
+//!    and resource within the time window; what is left over becomes findings.
+//! 5. [`report`]: text, JSON and JUnit.
+//!
+//! docs/analysis.md describes the rules; this module implements exactly those.
+
+pub mod audit;
+pub mod expect;
+pub mod fold;
+pub mod matcher;
+pub mod report;
+pub mod time;
+
+use serde::Serialize;
+use std::{fmt, net::IpAddr, sync::Arc};
+
+/// What an action or a record is about. A record's class must equal its action's class,
+/// except that a `file.write` record is also satisfied by a `file.create` action (a file
+/// that was created and written was written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Class {
+    #[serde(rename = "file.read")]
+    FileRead,
+    #[serde(rename = "file.create")]
+    FileCreate,
+    #[serde(rename = "file.write")]
+    FileWrite,
+    #[serde(rename = "file.delete")]
+    FileDelete,
+    #[serde(rename = "file.rename")]
+    FileRename,
+    #[serde(rename = "network.connect")]
+    NetConnect,
+    #[serde(rename = "network.accept")]
+    NetAccept,
+    #[serde(rename = "process.exec")]
+    ProcessExec,
+}
+
+impl Class {
+    pub const ALL: [Class; 8] = [
+        Class::FileRead,
+        Class::FileCreate,
+        Class::FileWrite,
+        Class::FileDelete,
+        Class::FileRename,
+        Class::NetConnect,
+        Class::NetAccept,
+        Class::ProcessExec,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::FileRead => "file.read",
+            Class::FileCreate => "file.create",
+            Class::FileWrite => "file.write",
+            Class::FileDelete => "file.delete",
+            Class::FileRename => "file.rename",
+            Class::NetConnect => "network.connect",
+            Class::NetAccept => "network.accept",
+            Class::ProcessExec => "process.exec",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    pub fn is_network(self) -> bool {
+        matches!(self, Class::NetConnect | Class::NetAccept)
+    }
+
+    /// Whether a record of class `self` is satisfied by an action of class `action`.
+    pub fn satisfied_by(self, action: Class) -> bool {
+        self == action || (self == Class::FileWrite && action == Class::FileCreate)
+    }
+
+    /// The class under which actions and records meet in the matcher's index.
+    pub(crate) fn key_class(self) -> Class {
+        match self {
+            Class::FileCreate => Class::FileWrite,
+            c => c,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The two ends of a TCP connection as the kernel saw them (client initiated it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub client: (IpAddr, u16),
+    pub server: (IpAddr, u16),
+    /// The trail's connection id of this end (for its bytes, from its Close).
+    pub connection_id: Option<u64>,
+}
+
+/// One thing a service did, folded from kernel events.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub service: Arc<str>,
+    pub class: Class,
+    /// First and last kernel event of the action (open and close of a write; the same
+    /// instant for a rename, delete, exec or connection).
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub pid: u32,
+    pub comm: Arc<str>,
+    pub exe: Option<Arc<str>>,
+    /// File classes: the file (rename: the new name); exec: the executable.
+    pub path: Option<String>,
+    /// Rename: the old name.
+    pub old_path: Option<String>,
+    pub conn: Option<Conn>,
+    pub bytes_read: Option<u64>,
+    pub bytes_written: Option<u64>,
+}
+
+/// What an audit record says the resource was. Every field the record gives must agree
+/// with the action; fields it leaves out are not compared.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Claim {
+    pub path: Option<String>,
+    pub old_path: Option<String>,
+    /// Network: the connection's initiator and responder as the record names them.
+    pub client_ip: Option<IpAddr>,
+    pub client_port: Option<u16>,
+    pub server_ip: Option<IpAddr>,
+    pub server_port: Option<u16>,
+    /// A host name that is not an IP address: `localhost` matches loopback addresses,
+    /// any other name matches the peer's service label.
+    pub peer_host: Option<String>,
+    /// The peer's service label.
+    pub peer_service: Option<String>,
+}
+
+/// One audit log line that claims an action the kernel can see.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub service: Arc<str>,
+    pub time_ns: i64,
+    pub class: Class,
+    pub claim: Claim,
+    pub pid: Option<u32>,
+    /// Where it came from: the log file and line number, and the line (shortened).
+    pub file: Arc<str>,
+    pub line: u64,
+    pub excerpt: String,
+}
+
+/// Normalise a path lexically: `//` and `/./` collapse, `..` removes the component
+/// before it (never above the root), a trailing `/` is dropped. Relative paths stay
+/// relative (they cannot equal a kernel path, which is always absolute).
+pub fn normalize_path(p: &str) -> String {
+    let absolute = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// An IP address in one canonical form (IPv4-mapped IPv6 becomes IPv4).
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Shorten a line for an error message or a finding's evidence.
+pub fn excerpt(line: &str) -> String {
+    const MAX: usize = 160;
+    if line.len() <= MAX {
+        return line.to_string();
+    }
+    let mut end = MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
+/// What `groundtruth analyze` was asked.
+pub struct Options {
+    pub dir: std::path::PathBuf,
+    /// (service, log path, mapping: None = detect).
+    pub logs: Vec<(String, std::path::PathBuf, Option<audit::Mapping>)>,
+    pub expect: Option<std::path::PathBuf>,
+    pub window_ns: i64,
+    pub skip_malformed: bool,
+    /// Verification was skipped (--no-verify); recorded in the report.
+    pub verification_skipped: bool,
+    /// The run id verification reported.
+    pub run_id: Option<String>,
+}
+
+/// Run the analysis. Errors are input errors (a malformed line, an unreadable file, a
+/// bad expectations file) and say which file and line.
+pub fn analyze(opts: &Options) -> Result<report::Report, String> {
+    use std::collections::{HashMap, VecDeque};
+    let log_paths: Vec<&std::path::Path> = opts.logs.iter().map(|l| l.1.as_path()).collect();
+    let expect = match &opts.expect {
+        Some(p) => expect::Expectations::load(p, &log_paths)?,
+        None => expect::Expectations::defaults(&log_paths),
+    };
+    let mut logs = Vec::new();
+    for (service, path, mapping) in &opts.logs {
+        let mapping = match mapping {
+            Some(m) => m.clone(),
+            None => audit::detect(path)?,
+        };
+        let mut log = audit::AuditLog::open(service, path, mapping, opts.skip_malformed)?;
+        let head = log.next_record().map_err(|m| m.to_string())?;
+        logs.push((log, head));
+    }
+    let services: Vec<&str> = opts.logs.iter().map(|l| l.0.as_str()).collect();
+    let mut matcher = matcher::Matcher::new(opts.window_ns, &expect, &services);
+    let mut events = trail::stream_events(&opts.dir).map_err(|e| e.to_string())?;
+    let mut folder = fold::Folder::new();
+    let mut folded_all = false;
+    // Network Close bytes by connection id, kept a few windows, for the evidence of
+    // unaudited connections.
+    let mut closes: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut close_order: VecDeque<(i64, u64)> = VecDeque::new();
+    let mut wanted: HashMap<u64, usize> = HashMap::new();
+    let mut seen_findings = 0;
+    let mut next_action = |folder: &mut fold::Folder,
+                           closes: &mut HashMap<u64, (u64, u64)>,
+                           close_order: &mut VecDeque<(i64, u64)>|
+     -> Result<Option<Action>, String> {
+        loop {
+            if let Some(a) = folder.pop() {
+                return Ok(Some(a));
+            }
+            if folded_all {
+                return Ok(None);
+            }
+            match events.next() {
+                Some(Ok(e)) => {
+                    if e.class_uid == trail::event::class::NETWORK_ACTIVITY
+                        && matches!(&*e.activity_name, "Close" | "Reset")
+                    {
+                        if let Some(id) = e.groundtruth.connection_id {
+                            let b = (
+                                e.groundtruth.bytes_read.unwrap_or(0),
+                                e.groundtruth.bytes_written.unwrap_or(0),
+                            );
+                            closes.insert(id, b);
+                            close_order.push_back((e.time_ns, id));
+                        }
+                    }
+                    folder.push(&e);
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => {
+                    folder.finish();
+                    folded_all = true;
+                }
+            }
+        }
+    };
+    let mut kernel = next_action(&mut folder, &mut closes, &mut close_order)?;
+    loop {
+        // The source whose next item is earliest.
+        let mut pick: Option<(i64, Option<usize>)> = kernel.as_ref().map(|a| (a.end_ns, None));
+        for (i, (_, head)) in logs.iter().enumerate() {
+            if let Some(r) = head {
+                if pick.is_none_or(|p| r.time_ns < p.0) {
+                    pick = Some((r.time_ns, Some(i)));
+                }
+            }
+        }
+        let Some((t, which)) = pick else { break };
+        match which {
+            None => {
+                let a = kernel.take().unwrap();
+                matcher.push_action(a);
+                kernel = next_action(&mut folder, &mut closes, &mut close_order)?;
+            }
+            Some(i) => {
+                let (log, head) = &mut logs[i];
+                matcher.push_record(head.take().unwrap());
+                *head = log.next_record().map_err(|m| m.to_string())?;
+            }
+        }
+        matcher.advance(t);
+        fill_bytes(
+            &mut matcher.out.findings,
+            &mut seen_findings,
+            &closes,
+            &mut wanted,
+        );
+        let horizon = t.saturating_sub(4 * opts.window_ns + matcher::REORDER_NS);
+        while close_order.front().is_some_and(|c| c.0 < horizon) {
+            let (_, id) = close_order.pop_front().unwrap();
+            closes.remove(&id);
+        }
+    }
+    matcher.finish();
+    fill_bytes(
+        &mut matcher.out.findings,
+        &mut seen_findings,
+        &closes,
+        &mut wanted,
+    );
+    let fold_stats = folder.stats.clone();
+    let trail = report::TrailInfo {
+        dir: opts.dir.display().to_string(),
+        verified: !opts.verification_skipped,
+        verification_skipped: opts.verification_skipped,
+        run_id: opts.run_id.clone(),
+        events: fold_stats.events,
+    };
+    let log_stats = logs.into_iter().map(|(l, _)| l.stats).collect();
+    Ok(report::Report::build(
+        trail,
+        opts.window_ns,
+        &expect,
+        std::mem::take(&mut matcher.out),
+        log_stats,
+        fold_stats,
+    ))
+}
+
+/// Network findings get their connection's bytes from its Close, when it was recorded.
+fn fill_bytes(
+    findings: &mut [matcher::Finding],
+    seen: &mut usize,
+    closes: &std::collections::HashMap<u64, (u64, u64)>,
+    wanted: &mut std::collections::HashMap<u64, usize>,
+) {
+    for (i, f) in findings.iter_mut().enumerate().skip(*seen) {
+        if let Some(k) = f.kernel.as_mut() {
+            if let Some(id) = k.connection_id {
+                match closes.get(&id) {
+                    Some(&(r, w)) => (k.bytes_read, k.bytes_written) = (Some(r), Some(w)),
+                    None => {
+                        wanted.insert(id, i);
+                    }
+                }
+            }
+        }
+    }
+    *seen = findings.len();
+    for (id, &i) in wanted.iter() {
+        if let (Some(&(r, w)), Some(k)) = (closes.get(id), findings[i].kernel.as_mut()) {
+            (k.bytes_read, k.bytes_written) = (Some(r), Some(w));
+        }
+    }
+    wanted.retain(|id, _| !closes.contains_key(id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalise_lexically() {
+        assert_eq!(normalize_path("/a//b/./c/"), "/a/b/c");
+        assert_eq!(normalize_path("/a/b/../c"), "/a/c");
+        assert_eq!(normalize_path("/../x"), "/x");
+        assert_eq!(normalize_path("a/../../b"), "../b");
+        assert_eq!(normalize_path("/"), "/");
+    }
+
+    #[test]
+    fn class_names_round_trip_and_write_accepts_create() {
+        for c in Class::ALL {
+            assert_eq!(Class::parse(c.name()), Some(c));
+        }
+        assert!(Class::FileWrite.satisfied_by(Class::FileCreate));
+        assert!(!Class::FileCreate.satisfied_by(Class::FileWrite));
+        assert!(!Class::FileDelete.satisfied_by(Class::FileWrite));
+    }
+
+    #[test]
+    fn excerpts_cut_on_char_boundaries() {
+        let s = "é".repeat(200);
+        let e = excerpt(&s);
+        assert!(e.ends_with('…') && e.len() < 170);
+    }
+}
