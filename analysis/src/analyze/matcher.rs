@@ -756,3 +756,259 @@ fn unsupported(r: &Record, nearest: Option<String>) -> Finding {
         nearest_kernel_action: nearest,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::{Claim, Conn};
+
+    const W: i64 = 2_000_000_000;
+
+    fn action(class: Class, path: &str, start: i64, end: i64, pid: u32) -> Action {
+        Action {
+            service: "s".into(),
+            class,
+            start_ns: start,
+            end_ns: end,
+            pid,
+            comm: "c".into(),
+            exe: None,
+            path: Some(path.into()),
+            old_path: None,
+            conn: None,
+            bytes_read: Some(0),
+            bytes_written: Some(1),
+        }
+    }
+
+    fn record(class: Class, path: &str, t: i64, pid: Option<u32>, line: u64) -> Record {
+        Record {
+            service: "s".into(),
+            time_ns: t,
+            class,
+            claim: Claim {
+                path: Some(path.into()),
+                ..Default::default()
+            },
+            pid,
+            file: "log".into(),
+            line,
+            excerpt: String::new(),
+        }
+    }
+
+    enum In {
+        A(Action),
+        R(Record),
+    }
+
+    /// Feed items in order (advancing the watermark as a merge would) and return the
+    /// findings as (kind, line or pid) and the matched skews.
+    fn run(items: Vec<In>) -> (Vec<(&'static str, u64)>, Outcome) {
+        let x = Expectations::defaults(&[]);
+        let mut m = Matcher::new(W, &x, &["s"]);
+        for i in items {
+            let t = match i {
+                In::A(a) => {
+                    let t = a.end_ns;
+                    m.push_action(a);
+                    t
+                }
+                In::R(r) => {
+                    let t = r.time_ns;
+                    m.push_record(r);
+                    t
+                }
+            };
+            m.advance(t);
+        }
+        m.finish();
+        let f = m
+            .out
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    f.kind,
+                    f.record
+                        .as_ref()
+                        .map(|r| r.line)
+                        .or(f.kernel.as_ref().map(|k| k.pid as u64))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        (f, m.out)
+    }
+
+    const S: i64 = 1_000_000_000_000;
+
+    #[test]
+    fn one_to_one_two_writes_need_two_records() {
+        let (f, out) = run(vec![
+            In::A(action(Class::FileWrite, "/d/a", S, S + 10, 1)),
+            In::A(action(Class::FileWrite, "/d/a", S + 20, S + 30, 2)),
+            In::R(record(Class::FileWrite, "/d/a", S + 40, None, 1)),
+        ]);
+        // Decided in deadline order: the first write takes the record (either way, one
+        // write is unaudited).
+        assert_eq!(f, [("unaudited", 2)]);
+        assert_eq!(out.services["s"].coverage[&Class::FileWrite].required, 2);
+        assert_eq!(out.services["s"].coverage[&Class::FileWrite].audited, 1);
+    }
+
+    #[test]
+    fn pid_is_preferred_over_time_and_ties_go_to_the_earliest() {
+        let (f, _) = run(vec![
+            In::A(action(Class::FileDelete, "/d/a", S, S, 7)),
+            In::A(action(Class::FileDelete, "/d/a", S + 100, S + 100, 8)),
+            In::R(record(Class::FileDelete, "/d/a", S + 100, Some(7), 1)),
+        ]);
+        assert_eq!(
+            f,
+            [("unaudited", 8)],
+            "pid 7's record goes to pid 7's delete"
+        );
+        // Two records equally far from one action: the earlier line wins.
+        let (f, _) = run(vec![
+            In::R(record(Class::FileDelete, "/d/a", S - 5, None, 1)),
+            In::A(action(Class::FileDelete, "/d/a", S, S, 7)),
+            In::R(record(Class::FileDelete, "/d/a", S + 5, None, 2)),
+        ]);
+        assert_eq!(f, [("unsupported", 2)]);
+    }
+
+    #[test]
+    fn window_boundaries_are_inclusive() {
+        let (f, out) = run(vec![
+            In::A(action(Class::FileDelete, "/d/a", S, S, 1)),
+            In::R(record(Class::FileDelete, "/d/a", S + W, None, 1)),
+        ]);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(out.skew.max_abs_ns, W);
+        let (f, _) = run(vec![
+            In::A(action(Class::FileDelete, "/d/a", S, S, 1)),
+            In::R(record(Class::FileDelete, "/d/a", S + W + 1, None, 1)),
+        ]);
+        assert_eq!(f, [("unaudited", 1), ("unsupported", 1)]);
+        // A record before the action, and one inside a write's open..close.
+        let (f, out) = run(vec![
+            In::R(record(Class::FileDelete, "/d/b", S - W, None, 1)),
+            In::A(action(Class::FileDelete, "/d/b", S, S, 1)),
+            In::R(record(Class::FileWrite, "/d/c", S + 5 * W, None, 2)),
+            In::A(action(Class::FileWrite, "/d/c", S + W, S + 10 * W, 1)),
+        ]);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(out.skew.early, 1);
+        assert_eq!(out.skew.count, 2);
+    }
+
+    #[test]
+    fn classes_and_resources_must_agree() {
+        let mut rename = action(Class::FileRename, "/d/new", S, S, 1);
+        rename.old_path = Some("/d/old".into());
+        let (f, _) = run(vec![
+            In::A(action(Class::FileCreate, "/d/a", S, S + 1, 1)),
+            In::R(record(Class::FileWrite, "/d/a", S + 2, None, 1)),
+            In::A(action(Class::FileWrite, "/d/b", S, S + 1, 1)),
+            In::R(record(Class::FileCreate, "/d/b", S + 2, None, 2)),
+            In::A(rename),
+            In::R(record(Class::FileRename, "/d/old", S + 3, None, 3)),
+            In::R(record(Class::FileDelete, "/d/other", S + 4, None, 4)),
+        ]);
+        assert_eq!(
+            f,
+            [("unaudited", 1), ("unsupported", 2), ("unsupported", 4)],
+            "a write record is satisfied by a create, not the other way round"
+        );
+    }
+
+    #[test]
+    fn network_claims_and_peer_services() {
+        let lo = "127.0.0.1".parse().unwrap();
+        let conn = |class, svc: &str, pid| Action {
+            service: svc.into(),
+            conn: Some(Conn {
+                client: (lo, 40000),
+                server: (lo, 8081),
+                connection_id: Some(pid as u64),
+            }),
+            path: None,
+            ..action(class, "", S, S, pid)
+        };
+        let x = Expectations::defaults(&[]);
+        let mut m = Matcher::new(W, &x, &["s", "orders"]);
+        m.push_action(conn(Class::NetConnect, "s", 1));
+        m.push_action(conn(Class::NetAccept, "orders", 2));
+        let mut r = record(Class::NetConnect, "", S + 1, None, 1);
+        r.claim = Claim {
+            server_port: Some(8081),
+            peer_host: Some("orders".into()),
+            ..Default::default()
+        };
+        m.push_record(r);
+        let mut r = record(Class::NetAccept, "", S + 1, None, 2);
+        r.service = "orders".into();
+        r.claim = Claim {
+            client_ip: Some(lo),
+            peer_service: Some("gateway".into()),
+            ..Default::default()
+        };
+        m.push_record(r);
+        m.finish();
+        let kinds: Vec<_> = m
+            .out
+            .findings
+            .iter()
+            .map(|f| (f.kind, f.service.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("unaudited", "orders"), ("unsupported", "orders")],
+            "the connect matches by port and peer name; the accept's record names the wrong peer service"
+        );
+        assert_eq!(
+            m.out.findings[0]
+                .kernel
+                .as_ref()
+                .unwrap()
+                .peer_service
+                .as_deref(),
+            Some("s")
+        );
+    }
+
+    #[test]
+    fn memory_holds_the_window_not_the_stream() {
+        let x = Expectations::defaults(&[]);
+        let mut m = Matcher::new(W, &x, &["s"]);
+        for i in 0..200_000i64 {
+            let t = S + i * 1_000_000; // 1000 per second, 200 s
+            m.push_action(action(Class::FileWrite, &format!("/d/{i}"), t, t, 1));
+            m.push_record(record(
+                Class::FileWrite,
+                &format!("/d/{i}"),
+                t + 10,
+                None,
+                i as u64,
+            ));
+            m.advance(t + 10);
+        }
+        m.finish();
+        assert!(m.out.findings.is_empty());
+        // About (2 windows + reorder tolerance + 1 drop window) of 2000 items/s.
+        assert!(m.out.peak_items < 2_000 * 8, "{}", m.out.peak_items);
+        assert!(m.items.is_empty() && m.actions_by_key.is_empty() && m.records_by_key.is_empty());
+    }
+
+    #[test]
+    fn skew_histogram_median_is_close() {
+        let mut s = Skew::default();
+        for v in [1_000, 2_000, 3_000_000, -5_000_000, 7] {
+            s.add(v);
+        }
+        let m = s.median_abs_ns().unwrap();
+        assert!((1_900..=2_100).contains(&m), "{m}");
+        assert_eq!((s.max_abs_ns, s.early, s.count), (5_000_000, 1, 5));
+    }
+}

@@ -327,6 +327,15 @@ pub fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         }
     }
     writeln!(out)?;
+    let skipped: Vec<String> = r
+        .services
+        .iter()
+        .filter(|s| !r.shown(s) && s.kernel_actions > 0)
+        .map(|s| format!("{} ({} kernel actions)", s.service, s.kernel_actions))
+        .collect();
+    if !skipped.is_empty() {
+        writeln!(out, "not analyzed (no --audit-log): {}", skipped.join(", "))?;
+    }
     if let (Some(m), Some(x)) = (r.skew.median_abs_ns, r.skew.max_abs_ns) {
         writeln!(
             out,
