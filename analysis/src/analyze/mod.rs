@@ -407,3 +407,59 @@ mod tests {
         assert!(e.ends_with('…') && e.len() < 170);
     }
 }
+
+/// Feed arbitrary bytes to every parser an input can reach (audit lines under each
+/// mapping, log reading, times, durations, mapping and expectations files). Used by the
+/// fuzz target (analysis/fuzz) and by a randomized test; it must never panic.
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    use std::sync::OnceLock;
+    static CUSTOM: OnceLock<audit::Mapping> = OnceLock::new();
+    let custom = CUSTOM.get_or_init(|| {
+        audit::Mapping::Custom(Arc::new(
+            audit::CustomMapping::parse(
+                std::path::Path::new("fuzz.toml"),
+                "[time]\nfield='t'\n[action]\nfield='a.b'\n[action.classes]\n\
+                 'file.write'=['w']\n'network.connect'=['c']\n'file.rename'=['r']\n\
+                 [fields]\npath='p'\nold_path='o'\npeer_address='x.addr'\npeer_port='x.port'\n\
+                 peer_host='h'\npeer_service='s'\nlocal_port='l'\npid='pid'\n",
+            )
+            .expect("the fuzz mapping parses"),
+        ))
+    });
+    let text = String::from_utf8_lossy(data);
+    let service: Arc<str> = "svc".into();
+    let file: Arc<str> = "fuzz".into();
+    for m in [audit::Mapping::Ecs, audit::Mapping::Ocsf, custom.clone()] {
+        let o = audit::Origin {
+            service: &service,
+            file: &file,
+            line: 1,
+            text: &text,
+        };
+        let _ = audit::parse_line(&m, &o);
+        let mut log = audit::AuditLog::from_reader(
+            "svc",
+            "fuzz",
+            Box::new(std::io::Cursor::new(data.to_vec())),
+            m,
+            true,
+        );
+        while let Ok(Some(_)) = log.next_record() {}
+    }
+    let _ = time::parse_rfc3339(&text);
+    let _ = time::parse_duration(&text);
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+        for f in [
+            time::TimeFormat::Auto,
+            time::TimeFormat::EpochS,
+            time::TimeFormat::EpochNs,
+            time::TimeFormat::Rfc3339,
+        ] {
+            let _ = time::parse_value(&v, f);
+        }
+    }
+    let _ = audit::CustomMapping::parse(std::path::Path::new("m.toml"), &text);
+    let _ = expect::Expectations::parse(std::path::Path::new("e.toml"), &text, &[]);
+    let _ = normalize_path(&text);
+}
