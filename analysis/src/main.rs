@@ -1,6 +1,9 @@
 //! `groundtruth`: the unprivileged side. Reads trails written by groundtruth-agent.
 
 use analysis::{analyze, events, handoffs, verify};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::{io::Write, path::PathBuf, process::ExitCode};

@@ -257,12 +257,13 @@ impl Expectations {
         peer_service: Option<&str>,
         has_log: impl Fn(&str) -> bool,
     ) -> Option<usize> {
-        let paths: Vec<&str> = [a.path.as_deref(), a.old_path.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter(|p| !self.never(p))
-            .collect();
-        if !a.class.is_network() && paths.is_empty() {
+        if !self.rules.iter().any(|r| r.classes.contains(&a.class)) {
+            return None;
+        }
+        let paths =
+            [a.path.as_deref(), a.old_path.as_deref()].map(|p| p.filter(|p| !self.never(p)));
+        let paths = paths.iter().flatten();
+        if !a.class.is_network() && paths.clone().next().is_none() {
             return None;
         }
         self.rules.iter().position(|r| {
@@ -288,7 +289,7 @@ impl Expectations {
                         .is_none_or(|p| conn.is_some_and(|c| c.server.1 == p))
                         && r.peer_ip.is_none_or(|ip| peer.is_some_and(|p| p.0 == ip))
                 } else {
-                    paths.iter().any(|p| {
+                    paths.clone().any(|p| {
                         r.paths.as_ref().is_none_or(|g| g.is_match(p))
                             && r.exclude.as_ref().is_none_or(|g| !g.is_match(p))
                     })

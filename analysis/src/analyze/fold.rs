@@ -16,11 +16,8 @@
 //! - Failed syscalls, Chmod/Chown, Fork, Terminate, UDP and unix sockets: no action.
 
 use super::{canonical_ip, Action, Class, Conn};
-use std::{
-    collections::{HashMap, VecDeque},
-    net::IpAddr,
-    sync::Arc,
-};
+use rustc_hash::FxHashMap as HashMap;
+use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 use trail::{
     event::{class, direction, status},
     Event,

@@ -14,11 +14,11 @@
 
 use super::{expect::Expectations, Action, Class, Record};
 use crate::events::rfc3339;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use serde::Serialize;
 use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque},
-    hash::{Hash, Hasher},
+    collections::{BTreeMap, HashSet, VecDeque},
+    hash::{BuildHasher, Hash},
     net::IpAddr,
     sync::Arc,
 };
@@ -35,12 +35,14 @@ enum State {
 
 struct ActionItem {
     a: Action,
+    keys: Keys,
     peer_service: Option<Arc<str>>,
     state: State,
 }
 
 struct RecordItem {
     r: Record,
+    key: u64,
     state: State,
 }
 
@@ -188,9 +190,94 @@ type Addr = (IpAddr, u16);
 type Score = (u8, i64, i64, u64);
 
 fn key(parts: impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    parts.hash(&mut h);
-    h.finish()
+    FxBuildHasher.hash_one(parts)
+}
+
+/// The ids under one index key, oldest first. Most keys (a file's path) hold one or two
+/// ids, kept inline; a key with more (a service's near-miss key) holds a deque.
+enum Bucket {
+    Small { ids: [u64; 2], len: u8 },
+    Large(VecDeque<u64>),
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket::Small {
+            ids: [0; 2],
+            len: 0,
+        }
+    }
+}
+
+impl Bucket {
+    fn push(&mut self, id: u64) {
+        match self {
+            Bucket::Small { ids, len } if *len < 2 => {
+                ids[*len as usize] = id;
+                *len += 1;
+            }
+            Bucket::Small { ids, len } => {
+                let mut v = VecDeque::with_capacity(8);
+                v.extend(&ids[..*len as usize]);
+                v.push_back(id);
+                *self = Bucket::Large(v);
+            }
+            Bucket::Large(v) => v.push_back(id),
+        }
+    }
+
+    fn front(&self) -> Option<u64> {
+        match self {
+            Bucket::Small { ids, len } => (*len > 0).then_some(ids[0]),
+            Bucket::Large(v) => v.front().copied(),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        match self {
+            Bucket::Small { ids, len } => {
+                if *len > 0 {
+                    ids[0] = ids[1];
+                    *len -= 1;
+                }
+            }
+            Bucket::Large(v) => {
+                v.pop_front();
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.front().is_none()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        let (small, large) = match self {
+            Bucket::Small { ids, len } => (&ids[..*len as usize], None),
+            Bucket::Large(v) => (&[][..], Some(v)),
+        };
+        small
+            .iter()
+            .copied()
+            .chain(large.into_iter().flat_map(|v| v.iter().copied()))
+    }
+}
+
+/// The index keys of an action (at most four; the first is the near-miss key).
+#[derive(Clone, Copy)]
+struct Keys {
+    k: [u64; 4],
+    n: usize,
+}
+
+impl Keys {
+    fn push(&mut self, k: u64) {
+        self.k[self.n] = k;
+        self.n += 1;
+    }
+    fn as_slice(&self) -> &[u64] {
+        &self.k[..self.n]
+    }
 }
 
 fn path_key(service: &str, class: Class, path: &str) -> u64 {
@@ -217,12 +304,15 @@ pub struct Matcher<'x> {
     has_log: HashSet<Arc<str>>,
     items: VecDeque<Option<Item>>,
     base: u64,
-    actions_by_key: HashMap<u64, VecDeque<u64>>,
-    records_by_key: HashMap<u64, VecDeque<u64>>,
+    actions_by_key: HashMap<u64, Bucket>,
+    records_by_key: HashMap<u64, Bucket>,
     /// Network actions by (client, server), for the peer's service.
     conns: HashMap<(Addr, Addr), Vec<u64>>,
-    /// (time, id, phase): phase 0 decide, 1 drop.
-    queue: BinaryHeap<Reverse<(i64, u64, u8)>>,
+    /// (deadline, id) of undecided items, sorted (items arrive nearly in deadline
+    /// order, so an insertion is almost always at the back).
+    queue: VecDeque<(i64, u64)>,
+    /// (drop time, id) of decided items, in decision order (so in time order).
+    drops: VecDeque<(i64, u64)>,
     held: usize,
     watermark: i64,
     pub out: Outcome,
@@ -240,10 +330,11 @@ impl<'x> Matcher<'x> {
             has_log: services_with_logs.iter().map(|s| Arc::from(*s)).collect(),
             items: VecDeque::new(),
             base: 0,
-            actions_by_key: HashMap::new(),
-            records_by_key: HashMap::new(),
-            conns: HashMap::new(),
-            queue: BinaryHeap::new(),
+            actions_by_key: HashMap::default(),
+            records_by_key: HashMap::default(),
+            conns: HashMap::default(),
+            queue: VecDeque::new(),
+            drops: VecDeque::new(),
             held: 0,
             watermark: i64::MIN,
             out,
@@ -270,13 +361,20 @@ impl<'x> Matcher<'x> {
         if deadline < self.watermark.saturating_sub(REORDER_NS) {
             self.out.late += 1;
         }
-        self.queue.push(Reverse((deadline, id, 0)));
+        let e = (deadline, id);
+        if self.queue.back().is_none_or(|b| *b <= e) {
+            self.queue.push_back(e);
+        } else {
+            let at = self.queue.partition_point(|x| *x <= e);
+            self.queue.insert(at, e);
+        }
         id
     }
 
-    fn action_keys(a: &Action) -> Vec<u64> {
+    fn action_keys(a: &Action) -> Keys {
         let s = &*a.service;
-        let mut k = vec![any_key(s, a.class)];
+        let mut k = Keys { k: [0; 4], n: 0 };
+        k.push(any_key(s, a.class));
         if let Some(c) = &a.conn {
             k.push(port_key(s, a.class, c.server.1));
         }
@@ -336,6 +434,7 @@ impl<'x> Matcher<'x> {
         let id = self.insert(
             Item::Action(ActionItem {
                 a,
+                keys,
                 peer_service: peer.as_ref().map(|p| p.1.clone()),
                 state: State::Pending,
             }),
@@ -346,8 +445,8 @@ impl<'x> Matcher<'x> {
                 o.peer_service = Some(service);
             }
         }
-        for k in keys {
-            self.actions_by_key.entry(k).or_default().push_back(id);
+        for &k in keys.as_slice() {
+            self.actions_by_key.entry(k).or_default().push(id);
         }
     }
 
@@ -363,39 +462,48 @@ impl<'x> Matcher<'x> {
         let id = self.insert(
             Item::Record(RecordItem {
                 r,
+                key: k,
                 state: State::Pending,
             }),
             deadline,
         );
-        self.records_by_key.entry(k).or_default().push_back(id);
+        self.records_by_key.entry(k).or_default().push(id);
     }
 
     /// Every source has reached `now`: decide what can no longer change.
     pub fn advance(&mut self, now: i64) {
         self.watermark = self.watermark.max(now);
         let limit = self.watermark.saturating_sub(REORDER_NS);
-        while let Some(&Reverse((t, id, phase))) = self.queue.peek() {
-            if t >= limit {
-                break;
+        loop {
+            let decide = self.queue.front().copied().filter(|d| d.0 < limit);
+            let drop = self.drops.front().copied().filter(|d| d.0 < limit);
+            match (decide, drop) {
+                (Some(d), Some(x)) if x.0 < d.0 => self.drop_front(),
+                (Some((t, id)), _) => self.decide_next(t, id),
+                (None, Some(_)) => self.drop_front(),
+                (None, None) => break,
             }
-            self.queue.pop();
-            self.step(t, id, phase);
         }
     }
 
     /// The end of every source: decide everything.
     pub fn finish(&mut self) {
-        while let Some(Reverse((t, id, phase))) = self.queue.pop() {
-            self.step(t, id, phase);
+        while let Some(&(t, id)) = self.queue.front() {
+            self.decide_next(t, id);
+        }
+        while !self.drops.is_empty() {
+            self.drop_front();
         }
     }
 
-    fn step(&mut self, t: i64, id: u64, phase: u8) {
-        if phase == 0 {
-            self.decide(id);
-            self.queue
-                .push(Reverse((t.saturating_add(self.window), id, 1)));
-        } else {
+    fn decide_next(&mut self, t: i64, id: u64) {
+        self.queue.pop_front();
+        self.decide(id);
+        self.drops.push_back((t.saturating_add(self.window), id));
+    }
+
+    fn drop_front(&mut self) {
+        if let Some((_, id)) = self.drops.pop_front() {
             self.drop_item(id);
         }
     }
@@ -418,22 +526,26 @@ impl<'x> Matcher<'x> {
                         }
                     }
                 }
-                (Self::action_keys(&a.a), true)
+                (a.keys, true)
             }
-            Some(Item::Record(r)) => (vec![Self::record_key(&r.r)], false),
+            Some(Item::Record(r)) => {
+                let mut k = Keys { k: [0; 4], n: 0 };
+                k.push(r.key);
+                (k, false)
+            }
             None => return,
         };
         self.held -= 1;
         // Trim this item's index buckets from the front: when the last live item of a
         // bucket goes, the bucket goes.
-        for k in keys {
+        for &k in keys.as_slice() {
             let map = if is_action {
                 &mut self.actions_by_key
             } else {
                 &mut self.records_by_key
             };
             if let Some(b) = map.get_mut(&k) {
-                while let Some(&f) = b.front() {
+                while let Some(f) = b.front() {
                     let live = f
                         .checked_sub(self.base)
                         .and_then(|i| self.items.get(i as usize))
@@ -513,21 +625,19 @@ impl<'x> Matcher<'x> {
 
     /// The best pending candidate for item `id` in the given buckets of the other side.
     fn best(&self, id: u64) -> Option<(u64, i64)> {
-        let (keys, is_action): (Vec<u64>, bool) = match self.get(id)? {
-            Item::Action(a) => {
-                let mut k: Vec<u64> = Self::action_keys(&a.a);
-                // Records find actions through their own (most specific) key; an action
-                // looks for records under all of its keys except the near-miss one,
-                // which records without a port also use.
-                if !a.a.class.is_network() {
-                    k.remove(0);
-                }
-                (k, true)
+        let (keys, skip, is_action) = match self.get(id)? {
+            // Records find actions through their own (most specific) key; an action
+            // looks for records under all of its keys except the near-miss one, which
+            // only network records without a port also use.
+            Item::Action(a) => (a.keys, usize::from(!a.a.class.is_network()), true),
+            Item::Record(r) => {
+                let mut k = Keys { k: [0; 4], n: 0 };
+                k.push(r.key);
+                (k, 0, false)
             }
-            Item::Record(r) => (vec![Self::record_key(&r.r)], false),
         };
         let mut best: Option<(Score, u64, i64)> = None;
-        for k in keys {
+        for &k in &keys.as_slice()[skip..] {
             let map = if is_action {
                 &self.records_by_key
             } else {
@@ -536,7 +646,7 @@ impl<'x> Matcher<'x> {
             let Some(bucket) = map.get(&k) else {
                 continue;
             };
-            for &cid in bucket {
+            for cid in bucket.ids() {
                 let Some(item) = self.get(cid) else { continue };
                 let (r, a) = match (self.get(id), item) {
                     (Some(Item::Action(a)), Item::Record(r)) if r.state == State::Pending => {
@@ -632,7 +742,7 @@ impl<'x> Matcher<'x> {
     fn nearest(&self, r: &Record) -> Option<String> {
         let ids = self.actions_by_key.get(&any_key(&r.service, r.class))?;
         let mut best: Option<(i64, &Action)> = None;
-        for &id in ids {
+        for id in ids.ids() {
             if let Some(Item::Action(a)) = self.get(id) {
                 if a.a.service != r.service || !r.class.satisfied_by(a.a.class) {
                     continue;

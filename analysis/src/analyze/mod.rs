@@ -377,37 +377,6 @@ fn fill_bytes(
     wanted.retain(|id, _| !closes.contains_key(id));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_normalise_lexically() {
-        assert_eq!(normalize_path("/a//b/./c/"), "/a/b/c");
-        assert_eq!(normalize_path("/a/b/../c"), "/a/c");
-        assert_eq!(normalize_path("/../x"), "/x");
-        assert_eq!(normalize_path("a/../../b"), "../b");
-        assert_eq!(normalize_path("/"), "/");
-    }
-
-    #[test]
-    fn class_names_round_trip_and_write_accepts_create() {
-        for c in Class::ALL {
-            assert_eq!(Class::parse(c.name()), Some(c));
-        }
-        assert!(Class::FileWrite.satisfied_by(Class::FileCreate));
-        assert!(!Class::FileCreate.satisfied_by(Class::FileWrite));
-        assert!(!Class::FileDelete.satisfied_by(Class::FileWrite));
-    }
-
-    #[test]
-    fn excerpts_cut_on_char_boundaries() {
-        let s = "é".repeat(200);
-        let e = excerpt(&s);
-        assert!(e.ends_with('…') && e.len() < 170);
-    }
-}
-
 /// Feed arbitrary bytes to every parser an input can reach (audit lines under each
 /// mapping, log reading, times, durations, mapping and expectations files). Used by the
 /// fuzz target (analysis/fuzz) and by a randomized test; it must never panic.
@@ -462,4 +431,35 @@ pub fn fuzz_parsers(data: &[u8]) {
     let _ = audit::CustomMapping::parse(std::path::Path::new("m.toml"), &text);
     let _ = expect::Expectations::parse(std::path::Path::new("e.toml"), &text, &[]);
     let _ = normalize_path(&text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalise_lexically() {
+        assert_eq!(normalize_path("/a//b/./c/"), "/a/b/c");
+        assert_eq!(normalize_path("/a/b/../c"), "/a/c");
+        assert_eq!(normalize_path("/../x"), "/x");
+        assert_eq!(normalize_path("a/../../b"), "../b");
+        assert_eq!(normalize_path("/"), "/");
+    }
+
+    #[test]
+    fn class_names_round_trip_and_write_accepts_create() {
+        for c in Class::ALL {
+            assert_eq!(Class::parse(c.name()), Some(c));
+        }
+        assert!(Class::FileWrite.satisfied_by(Class::FileCreate));
+        assert!(!Class::FileCreate.satisfied_by(Class::FileWrite));
+        assert!(!Class::FileDelete.satisfied_by(Class::FileWrite));
+    }
+
+    #[test]
+    fn excerpts_cut_on_char_boundaries() {
+        let s = "é".repeat(200);
+        let e = excerpt(&s);
+        assert!(e.ends_with('…') && e.len() < 170);
+    }
 }
