@@ -2,7 +2,7 @@
 //! conversions between [`Event`]s and record batches. The schema is one constant shape,
 //! strict: the reader refuses files whose columns do not have the expected types.
 
-use crate::event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
+use crate::event::{Actor, Endpoint, Event, Extra, FileRef, Network, Shared, TargetProcess};
 use crate::TrailError;
 use arrow_array::{
     builder::{
@@ -506,6 +506,37 @@ fn col<'a, T: 'static>(s: &'a StructArray, name: &str) -> Result<&'a T, TrailErr
         .ok_or_else(|| TrailError::Schema(format!("column `{name}` missing or of the wrong type")))
 }
 
+/// The activity and protocol names a trail holds, read back without allocating.
+const LABELS: &[&str] = &[
+    "Open", "Close", "Acquire", "Rename", "Delete", "Rmdir", "Mkdir", "Truncate", "Chmod",
+    "Chown", "Link", "Symlink", "Launch", "Fork", "Terminate", "Reset", "Fail", "Refuse",
+    "Traffic", "Listen", "Bind", "tcp", "udp", "unix",
+];
+
+fn label(v: &str) -> crate::event::Label {
+    match LABELS.iter().find(|l| **l == v) {
+        Some(l) => std::borrow::Cow::Borrowed(l),
+        None => std::borrow::Cow::Owned(v.to_string()),
+    }
+}
+
+/// A shared string column value; consecutive rows repeating one value (a process's
+/// name, command line, executable, service) share one allocation.
+fn shared(last: &mut Option<Shared>, a: &StringArray, i: usize) -> Option<Shared> {
+    if !a.is_valid(i) {
+        return None;
+    }
+    let v = a.value(i);
+    if let Some(l) = last {
+        if **l == *v {
+            return Some(l.clone());
+        }
+    }
+    let s: Shared = v.into();
+    *last = Some(s.clone());
+    Some(s)
+}
+
 fn opt_str<T: From<String>>(a: &StringArray, i: usize) -> Option<T> {
     a.is_valid(i).then(|| a.value(i).to_string().into())
 }
@@ -607,28 +638,30 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
     let end_time = col::<TimestampNanosecondArray>(&root, "end_time")?;
 
     let mut out = Vec::with_capacity(batch.num_rows());
+    let mut last: [Option<Shared>; 7] = Default::default();
     for (i, (file, file_result)) in files.into_iter().zip(results).enumerate() {
+        let [l_name, l_cmd, l_exe, l_pname, l_pcmd, l_pexe, l_service] = &mut last;
         out.push(Event {
             time_ns: time.value(i),
             class_uid: class_uid.value(i),
             activity_id: activity_id.value(i),
-            activity_name: activity_name.value(i).to_string().into(),
+            activity_name: label(activity_name.value(i)),
             status_id: status.value(i),
             actor: Actor {
                 pid: a_pid.value(i) as u32,
                 tid: a_tid.value(i) as u32,
                 uid: a_uid.value(i),
                 gid: a_gid.value(i),
-                name: a_name.value(i).into(),
-                cmd_line: opt_str(a_cmd, i),
-                exe: opt_str(a_exe, i),
+                name: shared(l_name, a_name, i).unwrap_or_default(),
+                cmd_line: shared(l_cmd, a_cmd, i),
+                exe: shared(l_exe, a_exe, i),
                 ppid: a_ppid.value(i) as u32,
             },
             process: p.is_valid(i).then(|| TargetProcess {
                 pid: p_pid.value(i) as u32,
-                name: opt_str(p_name, i),
-                cmd_line: opt_str(p_cmd, i),
-                exe: opt_str(p_exe, i),
+                name: shared(l_pname, p_name, i),
+                cmd_line: shared(l_pcmd, p_cmd, i),
+                exe: shared(l_pexe, p_exe, i),
                 cwd: opt_str(p_cwd, i),
                 exit_code: opt!(p_code, i),
                 exit_signal: opt!(p_sig, i),
@@ -640,8 +673,8 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                 cpu: g_cpu.value(i),
                 sequence: g_seq.value(i),
                 cgroup_id: g_cg.value(i),
-                service: g_service.value(i).into(),
-                syscall: opt_str(g_syscall, i),
+                service: shared(l_service, g_service, i).unwrap_or_default(),
+                syscall: g_syscall.is_valid(i).then(|| label(g_syscall.value(i))),
                 ret: opt!(g_ret, i),
                 errno: opt!(g_errno, i),
                 flags: opt!(g_flags, i),
@@ -667,7 +700,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
                     ip: dst_ip.value(i).to_string(),
                     port: dst_port.value(i) as u16,
                 }),
-                protocol_name: proto.value(i).to_string().into(),
+                protocol_name: label(proto.value(i)),
                 direction_id: dir.value(i),
                 bytes_in: traffic
                     .is_valid(i)
