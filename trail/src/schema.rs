@@ -508,9 +508,30 @@ fn col<'a, T: 'static>(s: &'a StructArray, name: &str) -> Result<&'a T, TrailErr
 
 /// The activity and protocol names a trail holds, read back without allocating.
 const LABELS: &[&str] = &[
-    "Open", "Close", "Acquire", "Rename", "Delete", "Rmdir", "Mkdir", "Truncate", "Chmod",
-    "Chown", "Link", "Symlink", "Launch", "Fork", "Terminate", "Reset", "Fail", "Refuse",
-    "Traffic", "Listen", "Bind", "tcp", "udp", "unix",
+    "Open",
+    "Close",
+    "Acquire",
+    "Rename",
+    "Delete",
+    "Rmdir",
+    "Mkdir",
+    "Truncate",
+    "Chmod",
+    "Chown",
+    "Link",
+    "Symlink",
+    "Launch",
+    "Fork",
+    "Terminate",
+    "Reset",
+    "Fail",
+    "Refuse",
+    "Traffic",
+    "Listen",
+    "Bind",
+    "tcp",
+    "udp",
+    "unix",
 ];
 
 fn label(v: &str) -> crate::event::Label {

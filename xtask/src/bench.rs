@@ -247,6 +247,226 @@ fn verify_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String>
     Ok(md)
 }
 
+/// A child's CPU time (user + system) and peak RSS, from wait4.
+struct ChildUsage {
+    cpu_s: f64,
+    wall_s: f64,
+    max_rss_kib: i64,
+    stdout: String,
+}
+
+fn measured(cmd: &mut Command) -> anyhow::Result<ChildUsage> {
+    use std::os::unix::process::ExitStatusExt;
+    let t = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let out = {
+        // Read the pipes before reaping, so the child never blocks on a full pipe.
+        use std::io::Read;
+        let mut child = child;
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        let mut so = child.stdout.take().unwrap();
+        let mut se = child.stderr.take().unwrap();
+        let h = std::thread::spawn(move || {
+            let _ = se.read_to_string(&mut stderr);
+            stderr
+        });
+        so.read_to_string(&mut stdout)?;
+        let stderr = h.join().unwrap_or_default();
+        (stdout, stderr)
+    };
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r != pid {
+        bail!("wait4 {cmd:?}: {}", std::io::Error::last_os_error());
+    }
+    let wall_s = t.elapsed().as_secs_f64();
+    let st = std::process::ExitStatus::from_raw(status);
+    // analyze exits 1 when it has findings: that is the expected outcome here.
+    if !matches!(st.code(), Some(0 | 1)) {
+        bail!("{cmd:?} failed ({st}): {}", out.1);
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(ChildUsage {
+        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
+        wall_s,
+        max_rss_kib: ru.ru_maxrss,
+        stdout: out.0,
+    })
+}
+
+/// DuckDB running the same comparison in SQL: kernel actions (creates, renames,
+/// deletes) with no audit record of the same service, class and path within 2 s, and
+/// records with no such action; one thread, like `groundtruth analyze`.
+const DUCKDB_SQL: &str = r#"
+import resource, sys, time, duckdb
+trail, logs, threads = sys.argv[1], sys.argv[2], sys.argv[3]
+t = time.perf_counter()
+con = duckdb.connect()
+con.execute(f"SET threads={threads}")
+q = f"""
+WITH ev AS (SELECT * FROM read_parquet('{trail}/segment-*.parquet')),
+k AS (
+  SELECT groundtruth.service AS service, file.path AS path, time AS t, 'create' AS c
+    FROM ev WHERE activity_name = 'Open' AND groundtruth.created
+  UNION ALL SELECT groundtruth.service, file_result.path, time, 'rename'
+    FROM ev WHERE activity_name = 'Rename'
+  UNION ALL SELECT groundtruth.service, file.path, time, 'delete'
+    FROM ev WHERE activity_name = 'Delete'),
+r AS (
+  SELECT regexp_extract(filename, 'svc[0-9]+') AS service, "file"."path" AS path,
+         CAST("@timestamp" AS TIMESTAMPTZ) AS t,
+         CASE WHEN event.action LIKE '%created' THEN 'create'
+              WHEN event.action LIKE '%moved' THEN 'rename'
+              WHEN event.action LIKE '%deleted' THEN 'delete' END AS c
+    FROM read_json('{logs}/*.jsonl', filename = true, format = 'newline_delimited',
+                   columns = {{'@timestamp': 'VARCHAR', 'event': 'STRUCT(action VARCHAR)',
+                              'file': 'STRUCT(path VARCHAR)'}}))
+SELECT
+  (SELECT count(*) FROM k ANTI JOIN r ON k.service = r.service AND k.c = r.c AND k.path = r.path
+     AND r.t BETWEEN k.t - INTERVAL 2 SECOND AND k.t + INTERVAL 2 SECOND),
+  (SELECT count(*) FROM r ANTI JOIN k ON k.service = r.service AND k.c = r.c AND k.path = r.path
+     AND r.t BETWEEN k.t - INTERVAL 2 SECOND AND k.t + INTERVAL 2 SECOND)
+"""
+unaudited, unsupported = con.execute(q).fetchone()
+cpu = resource.getrusage(resource.RUSAGE_SELF)
+print(f"unaudited={unaudited} unsupported={unsupported} seconds={time.perf_counter() - t:.3f} "
+      f"cpu={cpu.ru_utime + cpu.ru_stime:.3f} maxrss_kib={cpu.ru_maxrss}")
+"#;
+
+/// `groundtruth analyze` on synthetic trails of 1 and 10 million events (the same
+/// event rate, so the same window holds the same number of items) with their ECS
+/// logs, alternating with DuckDB running the equivalent SQL on the same files.
+fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String> {
+    let synth = root_dir().join("target/release/examples/synth");
+    let python = setup::python_env_dir().join("bin/python");
+    let script = tmp.join("duckdb_compare.py");
+    std::fs::write(&script, DUCKDB_SQL)?;
+    let mut md = String::new();
+    writeln!(md, "\n## Analysis: matching a trail with audit logs\n")?;
+    writeln!(
+        md,
+        "`analysis/examples/synth`: four services creating, renaming and deleting order files and"
+    )?;
+    writeln!(
+        md,
+        "reading a library at 20 000 events/s, with ECS logs of every create, rename and delete"
+    )?;
+    writeln!(md, "(one delete in 1000 unaudited, one fabricated record per 1000 orders). `groundtruth analyze")?;
+    writeln!(md, "--no-verify` (verification is measured above), one process; DuckDB 2.0 with `SET threads=1`")?;
+    writeln!(
+        md,
+        "running the equivalent anti-joins (same service, class and path within 2 s; no one-to-one"
+    )?;
+    writeln!(md, "pairing) on the same Parquet and JSON files, alternating, {rounds} rounds; medians. Both must find")?;
+    writeln!(md, "exactly the planted findings.\n")?;
+    writeln!(
+        md,
+        "| trail | tool | wall | CPU | kernel events per CPU second | peak RSS | findings |"
+    )?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    let mut summary = Vec::new();
+    for events in [1_000_000u64, 10_000_000] {
+        let dir = tmp.join(format!("synth-{events}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = output_ok(Command::new(&synth).arg(&dir).arg(events.to_string()))?;
+        let planted = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let want = |k: &str| field(&planted, &format!("{k}=")).unwrap_or(u64::MAX);
+        let (ua, us) = (want("unaudited"), want("unsupported"));
+        let mut ours: Vec<ChildUsage> = Vec::new();
+        let mut duck: Vec<ChildUsage> = Vec::new();
+        for round in 0..rounds {
+            for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if which == 0 {
+                    let mut cmd = Command::new(bin.join("groundtruth"));
+                    cmd.arg("analyze").arg(dir.join("trail")).arg("--no-verify");
+                    for s in 0..4 {
+                        cmd.arg("--audit-log").arg(format!(
+                            "svc{s}={}",
+                            dir.join(format!("logs/svc{s}.jsonl")).display()
+                        ));
+                    }
+                    cmd.args(["--format", "json"]);
+                    let u = measured(&mut cmd)?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&u.stdout).context("analyze's JSON report")?;
+                    let n = |k: &str| {
+                        v["findings"]
+                            .as_array()
+                            .map(|f| f.iter().filter(|f| f["kind"] == k).count() as u64)
+                            .unwrap_or(0)
+                    };
+                    if (n("unaudited"), n("unsupported")) != (ua, us) {
+                        bail!(
+                            "analyze found {} unaudited and {} unsupported, planted {ua} and {us}",
+                            n("unaudited"),
+                            n("unsupported")
+                        );
+                    }
+                    ours.push(u);
+                } else {
+                    let mut cmd = Command::new(&python);
+                    cmd.arg(&script)
+                        .arg(dir.join("trail"))
+                        .arg(dir.join("logs"))
+                        .arg("1");
+                    let u = measured(&mut cmd)?;
+                    let (dua, dus) = (
+                        field(&u.stdout, "unaudited=").unwrap_or(u64::MAX),
+                        field(&u.stdout, "unsupported=").unwrap_or(u64::MAX),
+                    );
+                    if (dua, dus) != (ua, us) {
+                        bail!("DuckDB found {dua} unaudited and {dus} unsupported, planted {ua} and {us}: {}", u.stdout);
+                    }
+                    duck.push(u);
+                }
+                eprint!(".");
+            }
+        }
+        let med_of =
+            |v: &[ChildUsage], f: &dyn Fn(&ChildUsage) -> f64| median(v.iter().map(f).collect());
+        let row = |md: &mut String, name: &str, v: &[ChildUsage]| -> anyhow::Result<(f64, f64)> {
+            let (wall, cpu) = (med_of(v, &|u| u.wall_s), med_of(v, &|u| u.cpu_s));
+            let rss = v.iter().map(|u| u.max_rss_kib).max().unwrap_or(0);
+            writeln!(
+                md,
+                "| {}M events | {name} | {wall:.2} s | {cpu:.2} s | {:.0} | {:.0} MiB | {ua} unaudited, {us} unsupported |",
+                events / 1_000_000,
+                events as f64 / cpu,
+                rss as f64 / 1024.0
+            )?;
+            Ok((cpu, rss as f64))
+        };
+        let (our_cpu, our_rss) = row(&mut md, "groundtruth analyze", &ours)?;
+        let (duck_cpu, _) = row(&mut md, "DuckDB (1 thread)", &duck)?;
+        summary.push((events, our_cpu, our_rss, duck_cpu));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (e, cpu, _, duck) = summary[summary.len() - 1];
+    let rss_1m = summary[0].2;
+    let rss_10m = summary[summary.len() - 1].2;
+    writeln!(md, "\n| metric | value | target |\n| --- | --- | --- |")?;
+    writeln!(
+        md,
+        "| kernel events matched per CPU second (10M trail) | {:.0} | >= 1 000 000 |",
+        e as f64 / cpu
+    )?;
+    writeln!(md, "| peak RSS, 10M events / 1M events (same rate) | {:.2} | about 1 (bounded by the window) |", rss_10m / rss_1m)?;
+    writeln!(
+        md,
+        "| CPU time, DuckDB / groundtruth analyze (10M) | {:.2} | > 1 |",
+        duck / cpu
+    )?;
+    Ok(md)
+}
+
 fn field(line: &str, after: &str) -> Option<u64> {
     line.split(after)
         .nth(1)?
@@ -655,6 +875,8 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let mut iterations = 20_000u64;
     let mut rounds = 5usize;
     let mut baselines = true;
+    // Only the analysis section, printed and not written to docs/benchmarks.md.
+    let mut only_analyze = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -671,8 +893,9 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
                     .context("--rounds N")?
             }
             "--no-baselines" => baselines = false,
+            "--only-analyze" => only_analyze = true,
             other => bail!(
-                "unknown bench option `{other}` (options: --iterations N, --rounds N, --no-baselines)"
+                "unknown bench option `{other}` (options: --iterations N, --rounds N, --no-baselines, --only-analyze)"
             ),
         }
     }
@@ -690,6 +913,16 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         "--example",
         "make_trail",
     ]))?;
+    run(cargo().args(["build", "--release", "-p", "analysis", "--example", "synth"]))?;
+    if only_analyze {
+        let tmp = root_dir().join("target/bench-tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let md = analyze_bench(&root_dir().join("target/release"), &tmp, rounds.clamp(2, 3))?;
+        print!("{md}");
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(());
+    }
     let mut tools = vec![Tool::Bare, Tool::Groundtruth];
     let mut notes = Vec::new();
     let mut audit = None;
@@ -716,6 +949,8 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
 
     // Verification throughput against openssl's SHA-256 over the same files.
     let verify_md = verify_bench(&ctx.bin, &ctx.tmp, rounds)?;
+    // Matching throughput and memory of `groundtruth analyze`, against DuckDB.
+    let analyze_md = analyze_bench(&ctx.bin, &ctx.tmp, rounds.clamp(2, 3))?;
 
     // The agent's per-event userspace work without the kernel, stage by stage.
     let mut stages: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -865,6 +1100,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         100.0 * seal_ns / st("full")
     )?;
     md.push_str(&verify_md);
+    md.push_str(&analyze_md);
     if baselines {
         writeln!(md, "\n## The same workload under other tools\n")?;
         writeln!(md, "Each captures the same syscalls (open/openat/creat, close, rename*, unlink*): bpftrace")?;
