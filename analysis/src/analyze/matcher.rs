@@ -403,11 +403,7 @@ impl<'x> Matcher<'x> {
 
     /// Add a kernel action.
     pub fn push_action(&mut self, a: Action) {
-        self.out
-            .services
-            .entry(a.service.to_string())
-            .or_default()
-            .actions += 1;
+        service_mut(&mut self.out.services, &a.service).actions += 1;
         let keys = Self::action_keys(&a);
         let deadline = a.end_ns.saturating_add(self.window);
         let conn = a.conn.as_ref().map(|c| (c.client, c.server));
@@ -452,11 +448,7 @@ impl<'x> Matcher<'x> {
 
     /// Add an audit record.
     pub fn push_record(&mut self, r: Record) {
-        self.out
-            .services
-            .entry(r.service.to_string())
-            .or_default()
-            .records += 1;
+        service_mut(&mut self.out.services, &r.service).records += 1;
         let k = Self::record_key(&r);
         let deadline = r.time_ns.saturating_add(self.window);
         let id = self.insert(
@@ -694,12 +686,12 @@ impl<'x> Matcher<'x> {
                 self.set_state(id, State::Matched);
                 self.set_state(other, State::Matched);
                 let service = match self.get(id) {
-                    Some(Item::Action(a)) => a.a.service.to_string(),
-                    Some(Item::Record(r)) => r.r.service.to_string(),
+                    Some(Item::Action(a)) => a.a.service.clone(),
+                    Some(Item::Record(r)) => r.r.service.clone(),
                     None => unreachable!(),
                 };
                 self.out.skew.add(skew);
-                let s = self.out.services.entry(service).or_default();
+                let s = service_mut(&mut self.out.services, &service);
                 s.skew.add(skew);
                 s.records_matched += 1;
             } else {
@@ -715,8 +707,8 @@ impl<'x> Matcher<'x> {
                 let Some(rule) = rule else { return };
                 let matched = a.state == State::Matched;
                 let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
-                let (service, class) = (a.a.service.to_string(), a.a.class);
-                let s = self.out.services.entry(service).or_default();
+                let (service, class) = (a.a.service.clone(), a.a.class);
+                let s = service_mut(&mut self.out.services, &service);
                 for c in [
                     s.coverage.entry(class).or_default(),
                     s.rules.entry(rule).or_default(),
@@ -763,6 +755,17 @@ impl<'x> Matcher<'x> {
             if r.time_ns < a.start_ns { -d } else { d } as f64 / 1e9
         ))
     }
+}
+
+/// A service's outcome, created on first use (without allocating a key every time).
+fn service_mut<'a>(
+    m: &'a mut BTreeMap<String, ServiceOutcome>,
+    s: &str,
+) -> &'a mut ServiceOutcome {
+    if !m.contains_key(s) {
+        m.insert(s.to_string(), ServiceOutcome::default());
+    }
+    m.get_mut(s).unwrap()
 }
 
 fn endpoint(e: (IpAddr, u16)) -> String {
