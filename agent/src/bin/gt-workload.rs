@@ -327,6 +327,66 @@ fn run(op: &str) -> Result<(), String> {
             result.map_err(e)?;
             served
         }
+        "tcploop" => {
+            let n = num(1)?;
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(e)?;
+            let addr = listener.local_addr().map_err(e)?;
+            let server = std::thread::spawn(move || -> std::io::Result<()> {
+                for _ in 0..n {
+                    serve_exchange(&mut listener.accept()?.0, 100, 100)?;
+                }
+                Ok(())
+            });
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let mut c = std::net::TcpStream::connect(addr).map_err(e)?;
+                client_exchange(&mut c, 100, 100).map_err(e)?;
+            }
+            let elapsed = t.elapsed().as_nanos();
+            server
+                .join()
+                .map_err(|_| format!("{op}: server thread panicked"))?
+                .map_err(e)?;
+            println!("tcploop: {n} connections in {elapsed} ns");
+            Ok(())
+        }
+        "bulk" => {
+            let total = num(1)? << 20;
+            let e = |x: std::io::Error| format!("{op}: {x}");
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(e)?;
+            let addr = listener.local_addr().map_err(e)?;
+            let server = std::thread::spawn(move || -> std::io::Result<usize> {
+                let (mut c, _) = listener.accept()?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut got = 0;
+                loop {
+                    match c.read(&mut buf)? {
+                        0 => return Ok(got),
+                        k => got += k,
+                    }
+                }
+            });
+            let chunk = vec![b'b'; 1 << 20];
+            let t = std::time::Instant::now();
+            let mut c = std::net::TcpStream::connect(addr).map_err(e)?;
+            let mut sent = 0;
+            while sent < total {
+                c.write_all(&chunk).map_err(e)?;
+                sent += chunk.len();
+            }
+            drop(c);
+            let got = server
+                .join()
+                .map_err(|_| format!("{op}: server thread panicked"))?
+                .map_err(e)?;
+            let elapsed = t.elapsed().as_nanos();
+            if got != total {
+                return Err(format!("{op}: server received {got} of {total} bytes"));
+            }
+            println!("bulk: {total} bytes in {elapsed} ns");
+            Ok(())
+        }
         "serve" => {
             let addr = ip(1)?;
             let file = arg(2)?;
