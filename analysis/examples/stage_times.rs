@@ -25,7 +25,7 @@ fn main() {
         let mut log = analysis::analyze::audit::AuditLog::open(
             "s",
             std::path::Path::new(l),
-            analysis::analyze::audit::Mapping::Ecs,
+            Some(analysis::analyze::audit::Mapping::Ecs),
             false,
         )
         .unwrap();

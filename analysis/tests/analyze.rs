@@ -576,3 +576,33 @@ fn a_trail_that_does_not_verify_is_refused() {
         assert_eq!(v["trail"]["verification_skipped"], true);
     }
 }
+
+#[test]
+fn a_log_read_from_a_pipe_loses_no_line_to_format_detection() {
+    use std::io::Write as _;
+    let c = case();
+    let g = write_log(&c.dir, "gateway.jsonl", &gateway_ecs());
+    let mut child = Command::new(BIN)
+        .arg("analyze")
+        .args([&c.trail, "--audit-log", "orders=/dev/stdin"])
+        .args(["--audit-log", &format!("gateway={g}"), "--format", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text: String = orders_ecs().iter().map(|l| format!("{l}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(
+        v["logs"][0]["records"], 5,
+        "the first record, read to detect ECS, is kept"
+    );
+    assert_eq!(v["logs"][0]["lines"], 6);
+}

@@ -649,42 +649,39 @@ fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
 }
 
 /// Guess a log's mapping from its first record: ECS has `@timestamp`, OCSF has
-/// `class_uid`.
-pub fn detect(path: &Path) -> Result<Mapping, String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut r = BufReader::new(f);
-    let mut buf = Vec::new();
+/// `class_uid`. Reads from `r` up to that record and returns the bytes it read, to be
+/// read again (so that a pipe loses nothing).
+pub fn detect(name: &str, r: &mut dyn BufRead) -> Result<(Mapping, Vec<u8>), String> {
+    let mut seen = Vec::new();
     let mut n = 0u64;
     loop {
-        buf.clear();
-        let got = Read::take(&mut r, MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let start = seen.len();
+        let got = Read::take(&mut *r, MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut seen)
+            .map_err(|e| format!("{name}: {e}"))?;
         if got == 0 {
             // Empty log: nothing to read, any mapping reads it.
-            return Ok(Mapping::Ecs);
+            return Ok((Mapping::Ecs, seen));
         }
         n += 1;
-        let line = String::from_utf8_lossy(&buf);
+        let line = String::from_utf8_lossy(&seen[start..]).into_owned();
         if line.trim().is_empty() {
             continue;
         }
         let v: Value = serde_json::from_str(&line).map_err(|e| {
             format!(
-                "{}:{n}: cannot tell the log's format: expected a JSON object ({e}), found: {}",
-                path.display(),
+                "{name}:{n}: cannot tell the log's format: expected a JSON object ({e}), found: {}",
                 excerpt(line.trim())
             )
         })?;
         if lookup(&v, "@timestamp").is_some() || lookup(&v, "ecs.version").is_some() {
-            return Ok(Mapping::Ecs);
+            return Ok((Mapping::Ecs, seen));
         }
         if lookup(&v, "class_uid").is_some() {
-            return Ok(Mapping::Ocsf);
+            return Ok((Mapping::Ocsf, seen));
         }
         return Err(format!(
-            "{}:{n}: cannot tell the log's format: neither ECS (`@timestamp`) nor OCSF (`class_uid`); pass --mapping with a TOML mapping file (docs/analysis.md)",
-            path.display()
+            "{name}:{n}: cannot tell the log's format: neither ECS (`@timestamp`) nor OCSF (`class_uid`); pass --mapping with a TOML mapping file (docs/analysis.md)"
         ));
     }
 }
@@ -738,17 +735,28 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// Open a log file; without a mapping, detect it from the first record (read once:
+    /// the file may be a pipe).
     pub fn open(
         service: &str,
         path: &Path,
-        mapping: Mapping,
+        mapping: Option<Mapping>,
         skip_malformed: bool,
     ) -> Result<AuditLog, String> {
-        let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|e| format!("{name}: {e}"))?;
+        let mut r = BufReader::with_capacity(1 << 16, f);
+        let (mapping, reader): (Mapping, Box<dyn BufRead>) = match mapping {
+            Some(m) => (m, Box::new(r)),
+            None => {
+                let (m, seen) = detect(&name, &mut r)?;
+                (m, Box::new(std::io::Cursor::new(seen).chain(r)))
+            }
+        };
         Ok(Self::from_reader(
             service,
-            &path.display().to_string(),
-            Box::new(BufReader::with_capacity(1 << 16, f)),
+            &name,
+            reader,
             mapping,
             skip_malformed,
         ))

@@ -758,10 +758,7 @@ impl<'x> Matcher<'x> {
 }
 
 /// A service's outcome, created on first use (without allocating a key every time).
-fn service_mut<'a>(
-    m: &'a mut BTreeMap<String, ServiceOutcome>,
-    s: &str,
-) -> &'a mut ServiceOutcome {
+fn service_mut<'a>(m: &'a mut BTreeMap<String, ServiceOutcome>, s: &str) -> &'a mut ServiceOutcome {
     if !m.contains_key(s) {
         m.insert(s.to_string(), ServiceOutcome::default());
     }

@@ -232,11 +232,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     };
     let mut logs = Vec::new();
     for (service, path, mapping) in &opts.logs {
-        let mapping = match mapping {
-            Some(m) => m.clone(),
-            None => audit::detect(path)?,
-        };
-        let mut log = audit::AuditLog::open(service, path, mapping, opts.skip_malformed)?;
+        let mut log = audit::AuditLog::open(service, path, mapping.clone(), opts.skip_malformed)?;
         let head = log.next_record().map_err(|m| m.to_string())?;
         logs.push((log, head));
     }
