@@ -4,7 +4,8 @@
 //!   rust-src, bpf-linker built against the nightly's LLVM major) and checks the kernel.
 //! - test: setup, then every test of the workspace, the privileged ones included, on one
 //!   thread (they load programs into the kernel).
-//! - demo: setup, build, record the built-in scenario and show what the trail holds.
+//! - demo: setup, build, record the three-service shop (demo/shop.py), verify, show the
+//!   handoffs and the analysis that names its two planted audit gaps.
 //! - bench: the benchmarks of docs/benchmarks.md (not a test: prints ratios).
 
 mod bench;
@@ -68,6 +69,12 @@ fn test() -> anyhow::Result<()> {
     run(cargo().args(["test", "--", "--test-threads=1"]))
 }
 
+/// The two findings the demo's shop plants (demo/shop.py): (kind, class, path suffix).
+const DEMO_FINDINGS: [(&str, &str, &str); 2] = [
+    ("unsupported", "file.write", "/data/invoices/invoice-2.pdf"),
+    ("unaudited", "file.delete", "/data/orders/order-3.json"),
+];
+
 fn demo() -> anyhow::Result<()> {
     setup::setup()?;
     if !is_root() {
@@ -80,48 +87,103 @@ fn demo() -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let out = root.join("demo-output").join(format!("run-{stamp}"));
-    let work = out.join("work");
-    std::fs::create_dir_all(&work)?;
+    let shop = out.join("shop");
+    std::fs::create_dir_all(&shop)?;
     let trail = out.join("trail");
-    // The storage service is a copy of the workload helper under its own name, selected
-    // by its executable.
-    let storage = out.join("storage");
-    std::fs::copy(bin.join("gt-workload"), &storage)?;
-    eprintln!("\n== recording demo/scenario.sh under groundtruth-agent ==");
+    let gt = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut c = Command::new(bin.join("groundtruth"));
+        for a in args {
+            c.arg(a);
+        }
+        c
+    };
+    eprintln!("\n== recording demo/shop.py (gateway, orders, storage over loopback HTTP) under groundtruth-agent ==");
     let status = Command::new(bin.join("groundtruth-agent"))
         .arg("record")
         .arg("--out")
         .arg(&trail)
-        .args(["--service", "demo", "--service"])
-        .arg(format!("storage=exe:{}", storage.display()))
+        .args(["--service", "driver"])
+        .args(["--service", "gateway=comm:gt-gateway"])
+        .args(["--service", "orders=comm:gt-orders"])
+        .args(["--service", "storage=comm:gt-storage"])
         .arg("--")
-        .arg("sh")
-        .arg(root.join("demo/scenario.sh"))
-        .env("GT_WORKLOAD", bin.join("gt-workload"))
-        .env("GT_STORAGE", &storage)
-        .current_dir(&work)
+        .arg("python3")
+        .arg(root.join("demo/shop.py"))
+        .arg("driver")
+        .arg(&shop)
+        .arg("4")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(&out)
         .status()?;
     if !status.success() {
         bail!("recording failed: {status}");
     }
     eprintln!("\n== verifying the sealed trail ==");
-    run(Command::new(bin.join("groundtruth"))
-        .arg("verify")
-        .arg(&trail))?;
-    eprintln!("\n== what the kernel saw in the scenario's working directory ==");
-    run(Command::new(bin.join("groundtruth"))
-        .arg("events")
-        .arg(&trail)
-        .arg("--under")
-        .arg(&work))?;
+    run(&mut gt(&[&"verify", &trail]))?;
     eprintln!("\n== handoffs between services (both ends of each connection) ==");
-    run(Command::new(bin.join("groundtruth"))
-        .arg("handoffs")
-        .arg(&trail))?;
+    run(&mut gt(&[&"handoffs", &trail]))?;
+    let logs = shop.join("data/logs");
+    let analyze = |format: &str, file: &str| -> anyhow::Result<std::process::Output> {
+        let mut c = gt(&[&"analyze", &trail]);
+        for s in ["gateway", "orders", "storage"] {
+            c.arg("--audit-log")
+                .arg(format!("{s}={}", logs.join(format!("{s}.jsonl")).display()));
+        }
+        c.arg("--expect").arg(root.join("demo/expectations.toml"));
+        c.args(["--format", format])
+            .arg("--output")
+            .arg(out.join(file));
+        let o = c.output()?;
+        // Exit status 1 means findings, which the demo plants.
+        if o.status.code() != Some(1) {
+            bail!(
+                "groundtruth analyze exited with {}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(o)
+    };
+    analyze("text", "analyze.txt")?;
+    analyze("junit", "analyze.xml")?;
+    analyze("json", "analyze.json")?;
+    eprintln!("\n== groundtruth analyze: the kernel's trail against the services' audit logs ==");
+    print!("{}", std::fs::read_to_string(out.join("analyze.txt"))?);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analyze.json"))?)?;
+    let found: Vec<(String, String, String)> = report["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|f| {
+                    let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                    (s("kind"), s("class"), s("resource"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let planted = DEMO_FINDINGS.iter().all(|(k, c, p)| {
+        found
+            .iter()
+            .any(|f| f.0 == *k && f.1 == *c && f.2.ends_with(p))
+    });
+    if found.len() != DEMO_FINDINGS.len() || !planted {
+        bail!("the demo plants exactly {DEMO_FINDINGS:?}, but analyze reported {found:?}");
+    }
+    let t = trail.display();
     println!(
-        "\nThe trail is in {} (Parquet; `groundtruth events {}` prints all of it).",
-        trail.display(),
-        trail.display()
+        "\nThe demo's two planted bugs are the two findings above. Everything is in {}:\n\
+         trail/ (sealed Parquet), shop/data/logs/ (the audit logs), analyze.txt, analyze.json,\n\
+         analyze.xml (JUnit).\n\nTry the trail in DuckDB (the duckdb CLI, or duckdb.sql(\"...\").show() in target/pyenv/bin/python):\n\
+         \n  -- what each service did, by class of event\n  \
+         SELECT groundtruth.service, activity_name, count(*) FROM read_parquet('{t}/segment-*.parquet') GROUP BY ALL ORDER BY ALL;\n\
+         \n  -- every file the shop's services wrote, with bytes\n  \
+         SELECT time, groundtruth.service, file.path, groundtruth.bytes_written FROM read_parquet('{t}/segment-*.parquet')\n  \
+         WHERE activity_name = 'Close' AND groundtruth.bytes_written > 0 AND file.path LIKE '%/shop/data/%' ORDER BY time;\n\
+         \n  -- the TCP connections: who connected to whom, and the bytes each way\n  \
+         SELECT groundtruth.service, src_endpoint.port AS client_port, dst_endpoint.port AS server_port, traffic.bytes_out, traffic.bytes_in\n  \
+         FROM read_parquet('{t}/segment-*.parquet') WHERE class_uid = 4001 AND activity_name = 'Close' ORDER BY time;",
+        out.display()
     );
     Ok(())
 }
@@ -138,7 +200,7 @@ fn main() -> std::process::ExitCode {
                 "usage: cargo xtask <setup|test|demo|bench>\n\
                  \x20 setup  install build prerequisites (idempotent) and check the kernel\n\
                  \x20 test   run every test, the privileged ones included (as root)\n\
-                 \x20 demo   record the built-in scenario and show the trail (as root)\n\
+                 \x20 demo   record the built-in three-service shop, verify it, analyze its audit logs (as root)\n\
                  \x20 bench  run the benchmarks and write docs/benchmarks.md (as root)"
             );
             return std::process::ExitCode::from(2);

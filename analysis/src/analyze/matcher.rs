@@ -736,7 +736,9 @@ impl<'x> Matcher<'x> {
         let mut best: Option<(i64, &Action)> = None;
         for id in ids.ids() {
             if let Some(Item::Action(a)) = self.get(id) {
-                if a.a.service != r.service || !r.class.satisfied_by(a.a.class) {
+                // Not the loader's libraries or the service's own audit log.
+                let never = a.a.path.as_deref().is_some_and(|p| self.expect.never(p));
+                if a.a.service != r.service || !r.class.satisfied_by(a.a.class) || never {
                     continue;
                 }
                 let d = Self::skew(r.time_ns, &a.a).abs();
