@@ -185,7 +185,7 @@ fn analyze_a_recorded_run_against_its_audit_logs() {
         findings(&rep),
         [("unaudited", Class::FileDelete, r.path("b.json"))]
     );
-    let k = rep.findings[0].kernel.as_ref().unwrap();
+    let k = rep.findings[0].evidence.kernel.as_ref().unwrap();
     assert_eq!(k.pid, log[5]["process"]["pid"].as_u64().unwrap() as u32);
     assert!(
         k.executable.as_deref().unwrap().contains("python3"),
@@ -203,6 +203,7 @@ fn analyze_a_recorded_run_against_its_audit_logs() {
         [("unsupported", Class::FileDelete, r.path("c.json"))]
     );
     assert!(rep.findings[0]
+        .evidence
         .nearest_kernel_action
         .as_deref()
         .unwrap()

@@ -261,8 +261,8 @@ fn a_missing_record_a_fabricated_one_and_a_wrong_path() {
         )]
     );
     let f = &v["findings"][0];
-    assert_eq!(f["kernel"]["pid"], 100);
-    assert_eq!(f["kernel"]["executable"], "/usr/bin/orders");
+    assert_eq!(f["evidence"]["kernel"]["pid"], 100);
+    assert_eq!(f["evidence"]["kernel"]["executable"], "/usr/bin/orders");
     assert_eq!(
         f["rule"],
         "file changes outside system and temporary paths are audited"
@@ -281,9 +281,9 @@ fn a_missing_record_a_fabricated_one_and_a_wrong_path() {
         )]
     );
     let f = &v["findings"][0];
-    assert_eq!(f["record"]["line"], 7);
+    assert_eq!(f["evidence"]["record"]["line"], 7);
     assert!(
-        f["nearest_kernel_action"]
+        f["evidence"]["nearest_kernel_action"]
             .as_str()
             .unwrap()
             .contains("/srv/orders/2.json"),

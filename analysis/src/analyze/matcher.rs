@@ -154,6 +154,13 @@ pub struct Finding {
     pub time_ns: i64,
     /// unaudited: the expectation rule that required it.
     pub rule: Option<String>,
+    pub evidence: Evidence,
+}
+
+/// What a finding rests on: the kernel's action (unaudited) or the audit record
+/// (unsupported).
+#[derive(Clone, Debug, Serialize)]
+pub struct Evidence {
     pub kernel: Option<KernelEvidence>,
     pub record: Option<RecordEvidence>,
     /// unsupported: the kernel action of that service and class nearest in time, if any
@@ -829,23 +836,25 @@ fn unaudited(a: &ActionItem, rule: &str) -> Finding {
         time: rfc3339(x.end_ns),
         time_ns: x.end_ns,
         rule: Some(rule.to_string()),
-        kernel: Some(KernelEvidence {
-            pid: x.pid,
-            process: x.comm.to_string(),
-            executable: x.exe.as_deref().map(str::to_string),
-            start: rfc3339(x.start_ns),
-            end: rfc3339(x.end_ns),
-            path: x.path.clone(),
-            old_path: x.old_path.clone(),
-            client: x.conn.as_ref().map(|c| endpoint(c.client)),
-            server: x.conn.as_ref().map(|c| endpoint(c.server)),
-            peer_service: a.peer_service.as_deref().map(str::to_string),
-            bytes_read: x.bytes_read,
-            bytes_written: x.bytes_written,
-            connection_id: x.conn.as_ref().and_then(|c| c.connection_id),
-        }),
-        record: None,
-        nearest_kernel_action: None,
+        evidence: Evidence {
+            kernel: Some(KernelEvidence {
+                pid: x.pid,
+                process: x.comm.to_string(),
+                executable: x.exe.as_deref().map(str::to_string),
+                start: rfc3339(x.start_ns),
+                end: rfc3339(x.end_ns),
+                path: x.path.clone(),
+                old_path: x.old_path.clone(),
+                client: x.conn.as_ref().map(|c| endpoint(c.client)),
+                server: x.conn.as_ref().map(|c| endpoint(c.server)),
+                peer_service: a.peer_service.as_deref().map(str::to_string),
+                bytes_read: x.bytes_read,
+                bytes_written: x.bytes_written,
+                connection_id: x.conn.as_ref().and_then(|c| c.connection_id),
+            }),
+            record: None,
+            nearest_kernel_action: None,
+        },
     }
 }
 
@@ -858,14 +867,16 @@ fn unsupported(r: &Record, nearest: Option<String>) -> Finding {
         time: rfc3339(r.time_ns),
         time_ns: r.time_ns,
         rule: None,
-        kernel: None,
-        record: Some(RecordEvidence {
-            file: r.file.to_string(),
-            line: r.line,
-            pid: r.pid,
-            text: r.excerpt.clone(),
-        }),
-        nearest_kernel_action: nearest,
+        evidence: Evidence {
+            kernel: None,
+            record: Some(RecordEvidence {
+                file: r.file.to_string(),
+                line: r.line,
+                pid: r.pid,
+                text: r.excerpt.clone(),
+            }),
+            nearest_kernel_action: nearest,
+        },
     }
 }
 
@@ -942,10 +953,11 @@ mod tests {
             .map(|f| {
                 (
                     f.kind,
-                    f.record
+                    f.evidence
+                        .record
                         .as_ref()
                         .map(|r| r.line)
-                        .or(f.kernel.as_ref().map(|k| k.pid as u64))
+                        .or(f.evidence.kernel.as_ref().map(|k| k.pid as u64))
                         .unwrap(),
                 )
             })
@@ -1081,6 +1093,7 @@ mod tests {
         );
         assert_eq!(
             m.out.findings[0]
+                .evidence
                 .kernel
                 .as_ref()
                 .unwrap()

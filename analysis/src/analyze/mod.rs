@@ -353,7 +353,7 @@ fn fill_bytes(
     wanted: &mut std::collections::HashMap<u64, usize>,
 ) {
     for (i, f) in findings.iter_mut().enumerate().skip(*seen) {
-        if let Some(k) = f.kernel.as_mut() {
+        if let Some(k) = f.evidence.kernel.as_mut() {
             if let Some(id) = k.connection_id {
                 match closes.get(&id) {
                     Some(&(r, w)) => (k.bytes_read, k.bytes_written) = (Some(r), Some(w)),
@@ -366,7 +366,7 @@ fn fill_bytes(
     }
     *seen = findings.len();
     for (id, &i) in wanted.iter() {
-        if let (Some(&(r, w)), Some(k)) = (closes.get(id), findings[i].kernel.as_mut()) {
+        if let (Some(&(r, w)), Some(k)) = (closes.get(id), findings[i].evidence.kernel.as_mut()) {
             (k.bytes_read, k.bytes_written) = (Some(r), Some(w));
         }
     }

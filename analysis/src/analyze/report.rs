@@ -195,7 +195,7 @@ pub fn human_ns(ns: i64) -> String {
 
 fn finding_lines(f: &Finding) -> Vec<String> {
     let mut v = Vec::new();
-    if let Some(k) = &f.kernel {
+    if let Some(k) = &f.evidence.kernel {
         let mut s = format!(
             "kernel: pid {} ({}{}) {}",
             k.pid,
@@ -222,14 +222,14 @@ fn finding_lines(f: &Finding) -> Vec<String> {
     if let Some(r) = &f.rule {
         v.push(format!("required by: {r}"));
     }
-    if let Some(r) = &f.record {
+    if let Some(r) = &f.evidence.record {
         v.push(format!(
             "record: {}:{} at {}: {}",
             r.file, r.line, f.time, r.text
         ));
     }
     if f.kind == "unsupported" {
-        v.push(match &f.nearest_kernel_action {
+        v.push(match &f.evidence.nearest_kernel_action {
             Some(n) => format!("nearest kernel action of this class: {n}"),
             None => "no kernel action of this class by this service near that time".into(),
         });
