@@ -13,7 +13,7 @@ pub mod verify;
 pub mod writer;
 
 pub use event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
-pub use reader::{read_trail, segment_paths, stream_events, EventStream, Segment};
+pub use reader::{read_trail, segment_paths, stream_columns, stream_events, EventStream, Segment};
 pub use writer::{Finished, RunInfo, SealOptions, TrailWriter, WriterOptions};
 
 /// Footer metadata keys.

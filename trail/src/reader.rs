@@ -85,6 +85,9 @@ pub fn read_segment(path: &Path) -> Result<Segment, TrailError> {
 /// The events of a trail, segment after segment, one record batch in memory at a time
 /// (memory does not grow with the trail).
 pub struct EventStream {
+    /// Only these columns (dotted leaf paths, or their parents) are decoded; the others
+    /// read back as absent.
+    columns: Option<Vec<String>>,
     paths: std::vec::IntoIter<PathBuf>,
     path: PathBuf,
     batches: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
@@ -94,11 +97,22 @@ pub struct EventStream {
 /// Stream the events of every segment of a trail directory, in order.
 pub fn stream_events(dir: &Path) -> Result<EventStream, TrailError> {
     Ok(EventStream {
+        columns: None,
         paths: segment_paths(dir)?.into_iter(),
         path: PathBuf::new(),
         batches: None,
         events: Vec::new().into_iter(),
     })
+}
+
+/// Like [`stream_events`], decoding only the named columns (`"file.path"`,
+/// `"groundtruth"` for all of that struct, ...); every other field reads back as absent
+/// (None, 0, false, empty). Much cheaper when a reader needs few columns. As in the full
+/// read, an event has `network` only when `connection_info` is there.
+pub fn stream_columns(dir: &Path, columns: &[&str]) -> Result<EventStream, TrailError> {
+    let mut s = stream_events(dir)?;
+    s.columns = Some(columns.iter().map(|c| c.to_string()).collect());
+    Ok(s)
 }
 
 impl EventStream {
@@ -118,6 +132,21 @@ impl EventStream {
                 path.display()
             )));
         }
+        let builder = match &self.columns {
+            Some(cols) => {
+                let descr = builder.parquet_schema();
+                let leaves: Vec<usize> = (0..descr.num_columns())
+                    .filter(|&i| {
+                        let p = descr.column(i).path().string();
+                        cols.iter()
+                            .any(|c| p == *c || p.starts_with(&format!("{c}.")))
+                    })
+                    .collect();
+                let mask = parquet::arrow::ProjectionMask::leaves(descr, leaves);
+                builder.with_projection(mask)
+            }
+            None => builder,
+        };
         self.batches = Some(builder.with_batch_size(4096).build().map_err(pq)?);
         self.path = path;
         Ok(())
@@ -133,10 +162,17 @@ impl Iterator for EventStream {
                 return Some(Ok(e));
             }
             match self.batches.as_mut().and_then(|b| b.next()) {
-                Some(Ok(batch)) => match schema::from_batch(&batch) {
-                    Ok(v) => self.events = v.into_iter(),
-                    Err(e) => return Some(Err(e)),
-                },
+                Some(Ok(batch)) => {
+                    let events = if self.columns.is_some() {
+                        schema::fill_projected(&batch).and_then(|s| schema::from_struct(&s))
+                    } else {
+                        schema::from_batch(&batch)
+                    };
+                    match events {
+                        Ok(v) => self.events = v.into_iter(),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
                 Some(Err(source)) => {
                     self.batches = None;
                     return Some(Err(TrailError::Parquet {
@@ -263,6 +299,39 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(streamed, events, "streaming reads the same events");
+        // Only some columns: those are read, the rest are absent.
+        let some: Vec<Event> = stream_columns(
+            dir.path(),
+            &[
+                "time",
+                "file.path",
+                "groundtruth.bytes_written",
+                "src_endpoint",
+                "connection_info",
+            ],
+        )
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+        assert_eq!(some.len(), events.len());
+        for (a, b) in some.iter().zip(&events) {
+            assert_eq!(a.time_ns, b.time_ns);
+            assert_eq!(a.groundtruth.bytes_written, b.groundtruth.bytes_written);
+            assert_eq!(
+                a.file.as_ref().and_then(|f| f.path.clone()),
+                b.file.as_ref().and_then(|f| f.path.clone())
+            );
+            assert_eq!(
+                a.network.as_ref().and_then(|n| n.src.clone()),
+                b.network.as_ref().and_then(|n| n.src.clone()),
+                "{a:?}"
+            );
+            assert_eq!(
+                (a.actor.pid, a.file.as_ref().and_then(|f| f.inode)),
+                (0, None)
+            );
+            assert_eq!(a.groundtruth.errno, None);
+        }
         let last = &segs[2].metadata;
         assert_eq!(last[meta::RUN_ID], "r1");
         assert_eq!(last[meta::SEGMENT], "2");

@@ -589,7 +589,56 @@ fn read_file_refs(s: &StructArray) -> Result<Vec<Option<FileRef>>, TrailError> {
 
 /// A record batch of the trail schema back to events.
 pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
-    let root = StructArray::from(batch.clone());
+    from_struct(&StructArray::from(batch.clone()))
+}
+
+/// Complete a batch read with only some of the trail's columns: every column left out
+/// becomes all nulls (read back as absent or zero), so [`from_struct`] reads it.
+pub fn fill_projected(batch: &RecordBatch) -> Result<StructArray, TrailError> {
+    fn nullable(f: &Field) -> Field {
+        let dt = match f.data_type() {
+            DataType::Struct(children) => {
+                DataType::Struct(children.iter().map(|c| nullable(c)).collect())
+            }
+            dt => dt.clone(),
+        };
+        Field::new(f.name(), dt, true)
+    }
+    fn fill(
+        got: Option<&StructArray>,
+        full: &Fields,
+        len: usize,
+    ) -> Result<StructArray, TrailError> {
+        let mut fields = Vec::with_capacity(full.len());
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(full.len());
+        for f in full.iter() {
+            let field = nullable(f);
+            let have = got.and_then(|g| g.column_by_name(f.name()));
+            let a: ArrayRef = match (f.data_type(), have) {
+                (DataType::Struct(children), Some(h)) => {
+                    let h = h.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
+                        TrailError::Schema(format!("column `{}` is not a struct", f.name()))
+                    })?;
+                    let inner = fill(Some(h), children, len)?;
+                    let (fs, cols, _) = inner.into_parts();
+                    Arc::new(StructArray::try_new(fs, cols, h.nulls().cloned())?)
+                }
+                (_, Some(h)) => h.clone(),
+                (_, None) => arrow_array::new_null_array(field.data_type(), len),
+            };
+            fields.push(field);
+            arrays.push(a);
+        }
+        Ok(StructArray::try_new(fields.into(), arrays, None)?)
+    }
+    let got = StructArray::from(batch.clone());
+    let full = schema();
+    fill(Some(&got), full.fields(), batch.num_rows())
+}
+
+/// The events of a struct array with the trail's columns.
+pub fn from_struct(root: &StructArray) -> Result<Vec<Event>, TrailError> {
+    let root = root.clone();
     let time = col::<TimestampNanosecondArray>(&root, "time")?;
     let class_uid = col::<Int32Array>(&root, "class_uid")?;
     let activity_id = col::<Int32Array>(&root, "activity_id")?;
@@ -658,7 +707,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Event>, TrailError> {
     let start_time = col::<TimestampNanosecondArray>(&root, "start_time")?;
     let end_time = col::<TimestampNanosecondArray>(&root, "end_time")?;
 
-    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut out = Vec::with_capacity(root.len());
     let mut last: [Option<Shared>; 7] = Default::default();
     for (i, (file, file_result)) in files.into_iter().zip(results).enumerate() {
         let [l_name, l_cmd, l_exe, l_pname, l_pcmd, l_pexe, l_service] = &mut last;

@@ -23,6 +23,31 @@ use trail::{
     Event,
 };
 
+/// The trail columns folding (and the analysis around it) reads; the others are not
+/// decoded.
+pub const COLUMNS: &[&str] = &[
+    "time",
+    "class_uid",
+    "activity_name",
+    "status_id",
+    "actor.process.pid",
+    "actor.process.name",
+    "actor.process.file.path",
+    "process.pid",
+    "process.file.path",
+    "file.path",
+    "file_result.path",
+    "src_endpoint",
+    "dst_endpoint",
+    "connection_info",
+    "groundtruth.service",
+    "groundtruth.flags",
+    "groundtruth.created",
+    "groundtruth.bytes_read",
+    "groundtruth.bytes_written",
+    "groundtruth.connection_id",
+];
+
 /// How long a closed file waits for an Acquire that continues it.
 pub const HOLD_NS: i64 = 500_000_000;
 
