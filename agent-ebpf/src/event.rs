@@ -306,6 +306,10 @@ impl Ev {
             n = 0;
             flags |= str_flag::TRUNCATED;
         }
+        // Once more, through a volatile read the compiler cannot see through: older
+        // verifiers (6.1) lose the bound of a value spilled across the checks above.
+        // SAFETY: reading a local.
+        let n = unsafe { core::ptr::read_volatile(&n) } & (CAP - 1);
         if n > 0 {
             // SAFETY: start < DATA_CAP, inside the buffer.
             let dst = unsafe { self.buf.data.as_mut_ptr().add(start) } as *mut _;
