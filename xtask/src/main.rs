@@ -10,6 +10,7 @@
 
 mod bench;
 mod setup;
+mod vm;
 
 use anyhow::{bail, Context as _};
 use std::{
@@ -195,13 +196,15 @@ fn main() -> std::process::ExitCode {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("vm-test") => vm::vm_test(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|test|demo|bench>\n\
+                "usage: cargo xtask <setup|test|demo|bench|vm-test>\n\
                  \x20 setup  install build prerequisites (idempotent) and check the kernel\n\
                  \x20 test   run every test, the privileged ones included (as root)\n\
                  \x20 demo   record the built-in three-service shop, verify it, analyze its audit logs (as root)\n\
-                 \x20 bench  run the benchmarks and write docs/benchmarks.md (as root)"
+                 \x20 bench  run the benchmarks and write docs/benchmarks.md (as root)\n\
+                 \x20 vm-test [--kernel 6.1|6.12|7.3]...  boot Debian kernels in QEMU, check capture in each (as root)"
             );
             return std::process::ExitCode::from(2);
         }
