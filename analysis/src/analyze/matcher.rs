@@ -568,9 +568,9 @@ impl<'x> Matcher<'x> {
     /// Signed skew of record time `t` against an action: 0 inside [start, end].
     fn skew(t: i64, a: &Action) -> i64 {
         if t < a.start_ns {
-            t - a.start_ns
+            t.saturating_sub(a.start_ns)
         } else if t > a.end_ns {
-            t - a.end_ns
+            t.saturating_sub(a.end_ns)
         } else {
             0
         }
@@ -665,7 +665,7 @@ impl<'x> Matcher<'x> {
                 }
                 let pid_miss = u8::from(r.pid.is_some_and(|p| p != a.a.pid));
                 let other_time = if is_action { r.time_ns } else { a.a.end_ns };
-                let score = (pid_miss, skew.abs(), other_time, cid);
+                let score = (pid_miss, skew.saturating_abs(), other_time, cid);
                 if best.as_ref().is_none_or(|b| score < b.0) {
                     best = Some((score, cid, skew));
                 }
@@ -748,7 +748,7 @@ impl<'x> Matcher<'x> {
                 if a.a.service != r.service || !r.class.satisfied_by(a.a.class) || never {
                     continue;
                 }
-                let d = Self::skew(r.time_ns, &a.a).abs();
+                let d = Self::skew(r.time_ns, &a.a).saturating_abs();
                 if best.is_none_or(|b| d < b.0) {
                     best = Some((d, &a.a));
                 }
@@ -1124,6 +1124,16 @@ mod tests {
         // About (2 windows + reorder tolerance + 1 drop window) of 2000 items/s.
         assert!(m.out.peak_items < 2_000 * 8, "{}", m.out.peak_items);
         assert!(m.items.is_empty() && m.actions_by_key.is_empty() && m.records_by_key.is_empty());
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let (f, _) = run(vec![
+            In::R(record(Class::FileDelete, "/d/a", i64::MIN + 1, None, 1)),
+            In::A(action(Class::FileDelete, "/d/a", S, S, 1)),
+            In::R(record(Class::FileDelete, "/d/a", i64::MAX - 1, None, 2)),
+        ]);
+        assert_eq!(f, [("unsupported", 1), ("unaudited", 1), ("unsupported", 2)]);
     }
 
     #[test]

@@ -313,7 +313,11 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             &closes,
             &mut wanted,
         );
-        let horizon = t.saturating_sub(4 * opts.window_ns + matcher::REORDER_NS);
+        let horizon = t.saturating_sub(
+            opts.window_ns
+                .saturating_mul(4)
+                .saturating_add(matcher::REORDER_NS),
+        );
         while close_order.front().is_some_and(|c| c.0 < horizon) {
             let (_, id) = close_order.pop_front().unwrap();
             closes.remove(&id);
