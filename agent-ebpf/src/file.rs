@@ -187,6 +187,30 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         crate::net::net_exit(n, reg_arg(regs, 0), reg_arg(regs, 1), ret, service);
         return Ok(());
     }
+    if syscalls::spec(n).is_none() {
+        return Ok(());
+    }
+    path_syscall_exit(n, regs, ret, ((tgid as u64) << 32) | service as u64, task);
+    Ok(())
+}
+
+/// The path and descriptor syscalls (open family, rename, unlink, ...): out of line, so
+/// that its large frame is not added to those of `account`, `net_exit` and `udp_exit`
+/// on one call chain (kernels before 6.14 cap a chain's combined stack at 512 bytes).
+#[inline(never)]
+fn path_syscall_exit(n: u64, regs: u64, ret: i64, tgid_service: u64, task: u64) {
+    let _ = try_path_syscall_exit(n, regs, ret, tgid_service, task);
+}
+
+#[inline(always)]
+fn try_path_syscall_exit(
+    n: u64,
+    regs: u64,
+    ret: i64,
+    tgid_service: u64,
+    task: u64,
+) -> Result<(), i64> {
+    let (tgid, service) = ((tgid_service >> 32) as u32, tgid_service as u32);
     let Some(spec) = syscalls::spec(n) else {
         return Ok(());
     };

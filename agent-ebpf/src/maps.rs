@@ -56,6 +56,11 @@ pub static COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(1024,
 #[map]
 pub static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
 
+/// A new UDP flow under construction per CPU (off the stack: `flow_add` is called from
+/// `account`, and before 6.14 a call chain's frames must fit 512 bytes together).
+#[map]
+pub static FLOW_SCRATCH: PerCpuArray<agent_common::Flow> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU event sequence number.
 #[map]
 pub static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

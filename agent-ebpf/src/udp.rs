@@ -8,13 +8,13 @@
 //! `stat::MMSG_BEYOND_8`), and read/write-family calls on connected UDP sockets (from
 //! `file::account`).
 
-use agent_common::{stat, syscalls::nr, Flow, FlowKey};
+use agent_common::{stat, syscalls::nr, FlowKey};
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_user};
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use crate::{
     event, kernel,
-    maps::{count, FLOWS},
+    maps::{count, FLOWS, FLOW_SCRATCH},
 };
 
 const MMSG_MAX: u64 = 8;
@@ -86,24 +86,28 @@ pub fn flow_add(sk: u64, addr: u64, bytes: u64, datagrams_out: u64, service: u32
         return 0;
     }
     let task = kernel::current_task();
-    let mut f = Flow {
-        first_ns: now,
-        last_ns: now,
-        local: a.local,
-        local_port: a.local_port,
-        first_out: out as u16,
-        owner: event::owner_here(service, task, 0),
-        ..Default::default()
+    let Some(f) = FLOW_SCRATCH.get_ptr_mut(0) else {
+        return 0;
     };
-    if out {
-        f.datagrams_out = datagrams;
-        f.bytes_out = bytes;
-    } else {
-        f.datagrams_in = datagrams;
-        f.bytes_in = bytes;
-    }
-    if FLOWS.insert(&key, &f, 0).is_err() {
-        count(stat::FLOW_FULL);
+    // SAFETY: this CPU's scratch entry, valid during the program; filled field by field
+    // so that no Flow is built on the stack.
+    unsafe {
+        (*f).first_ns = now;
+        (*f).last_ns = now;
+        (*f).local = a.local;
+        (*f).local_port = a.local_port;
+        (*f).first_out = out as u16;
+        (*f)._pad = 0;
+        (*f).owner = event::owner_here(service, task, 0);
+        let (d, b) = if out { (datagrams, bytes) } else { (0, 0) };
+        (*f).datagrams_out = d;
+        (*f).bytes_out = b;
+        let (d, b) = if out { (0, 0) } else { (datagrams, bytes) };
+        (*f).datagrams_in = d;
+        (*f).bytes_in = b;
+        if FLOWS.insert(&key, &*f, 0).is_err() {
+            count(stat::FLOW_FULL);
+        }
     }
     0
 }
