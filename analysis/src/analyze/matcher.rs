@@ -1133,7 +1133,10 @@ mod tests {
             In::A(action(Class::FileDelete, "/d/a", S, S, 1)),
             In::R(record(Class::FileDelete, "/d/a", i64::MAX - 1, None, 2)),
         ]);
-        assert_eq!(f, [("unsupported", 1), ("unaudited", 1), ("unsupported", 2)]);
+        assert_eq!(
+            f,
+            [("unsupported", 1), ("unaudited", 1), ("unsupported", 2)]
+        );
     }
 
     #[test]
