@@ -207,11 +207,11 @@ fn finish(r: std::io::Result<()>, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// Verification before reading: refuse a trail that does not verify, unless told not
-/// to verify (then say so on stderr).
-fn verified(dir: &std::path::Path, no_verify: bool) -> anyhow::Result<()> {
+/// to verify (then say so on stderr). The run id, when verified.
+fn verified(dir: &std::path::Path, no_verify: bool) -> anyhow::Result<Option<String>> {
     if no_verify {
         eprintln!("groundtruth: NOT VERIFIED (--no-verify): this output may come from a trail that was changed");
-        return Ok(());
+        return Ok(None);
     }
     let report = trail::verify::verify(dir, &trail::verify::Expect::default())
         .with_context(|| format!("verifying {}", dir.display()))?;
@@ -226,7 +226,7 @@ fn verified(dir: &std::path::Path, no_verify: bool) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    Ok(())
+    Ok(report.run_id)
 }
 
 fn mapping_of(v: &str) -> Result<analyze::audit::Mapping, Usage> {
@@ -284,26 +284,8 @@ fn run_analyze(
             .into());
         }
     }
-    let run_id = if no_verify {
-        eprintln!("groundtruth: NOT VERIFIED (--no-verify): this report may come from a trail that was changed");
-        None
-    } else {
-        let report = trail::verify::verify(&dir, &trail::verify::Expect::default())
-            .map_err(|e| Usage(format!("verifying {}: {e}", dir.display())))?;
-        if !report.ok() {
-            for p in &report.problems {
-                eprintln!("groundtruth: {}", verify::problem_line(p));
-            }
-            return Err(Usage(format!(
-                "{} does not verify ({} problems above); `groundtruth verify {}` explains, --no-verify analyzes it anyway",
-                dir.display(),
-                report.problems.len(),
-                dir.display()
-            ))
-            .into());
-        }
-        report.run_id
-    };
+    // A trail that does not verify is an input error here (exit status 2).
+    let run_id = verified(&dir, no_verify).map_err(|e| Usage(format!("{e:#}")))?;
     let opts = analyze::Options {
         dir,
         logs,
@@ -350,7 +332,7 @@ fn run_analyze(
         }
     }
     if !report.ok {
-        return Err(Findings.into());
+        return Err(Reported("findings").into());
     }
     Ok(())
 }
@@ -417,7 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             finish(r, &mut out)?;
             if !report.ok() {
-                return Err(NotVerified.into());
+                return Err(Reported("the trail does not verify").into());
             }
             Ok(())
         }
@@ -477,32 +459,22 @@ impl std::fmt::Display for Usage {
 }
 impl std::error::Error for Usage {}
 
-/// `analyze` found something; the report says what (exit status 1).
+/// A negative outcome already printed (`verify`: problems; `analyze`: findings): exit
+/// status 1, nothing more to say.
 #[derive(Debug)]
-struct Findings;
-impl std::fmt::Display for Findings {
+struct Reported(&'static str);
+impl std::fmt::Display for Reported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("findings")
+        f.write_str(self.0)
     }
 }
-impl std::error::Error for Findings {}
-
-/// `verify` found problems; they are printed already (exit status 1).
-#[derive(Debug)]
-struct NotVerified;
-impl std::fmt::Display for NotVerified {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the trail does not verify")
-    }
-}
-impl std::error::Error for NotVerified {}
+impl std::error::Error for Reported {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<NotVerified>().is_some() => ExitCode::from(1),
-        Err(e) if e.downcast_ref::<Findings>().is_some() => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<Reported>().is_some() => ExitCode::from(1),
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
             eprintln!("groundtruth: error: {e:#}");
             ExitCode::from(2)
