@@ -246,10 +246,13 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     let mut closes: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut close_order: VecDeque<(i64, u64)> = VecDeque::new();
     let mut wanted: HashMap<u64, usize> = HashMap::new();
+    // Connection ids closed since the last fill_bytes.
+    let mut fresh: Vec<u64> = Vec::new();
     let mut seen_findings = 0;
     let mut next_action = |folder: &mut fold::Folder,
                            closes: &mut HashMap<u64, (u64, u64)>,
-                           close_order: &mut VecDeque<(i64, u64)>|
+                           close_order: &mut VecDeque<(i64, u64)>,
+                           fresh: &mut Vec<u64>|
      -> Result<Option<Action>, String> {
         loop {
             if let Some(a) = folder.pop() {
@@ -270,6 +273,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
                             );
                             closes.insert(id, b);
                             close_order.push_back((e.time_ns, id));
+                            fresh.push(id);
                         }
                     }
                     folder.push(&e);
@@ -282,7 +286,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             }
         }
     };
-    let mut kernel = next_action(&mut folder, &mut closes, &mut close_order)?;
+    let mut kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
     loop {
         // The source whose next item is earliest.
         let mut pick: Option<(i64, Option<usize>)> = kernel.as_ref().map(|a| (a.end_ns, None));
@@ -298,7 +302,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             None => {
                 let a = kernel.take().unwrap();
                 matcher.push_action(a);
-                kernel = next_action(&mut folder, &mut closes, &mut close_order)?;
+                kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
             }
             Some(i) => {
                 let (log, head) = &mut logs[i];
@@ -311,6 +315,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             &mut matcher.out.findings,
             &mut seen_findings,
             &closes,
+            &mut fresh,
             &mut wanted,
         );
         let horizon = t.saturating_sub(
@@ -328,6 +333,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         &mut matcher.out.findings,
         &mut seen_findings,
         &closes,
+        &mut fresh,
         &mut wanted,
     );
     let fold_stats = folder.stats.clone();
@@ -354,8 +360,10 @@ fn fill_bytes(
     findings: &mut [matcher::Finding],
     seen: &mut usize,
     closes: &std::collections::HashMap<u64, (u64, u64)>,
+    fresh: &mut Vec<u64>,
     wanted: &mut std::collections::HashMap<u64, usize>,
 ) {
+    // New findings: their Close may be here already, else wait for it.
     for (i, f) in findings.iter_mut().enumerate().skip(*seen) {
         if let Some(k) = f.evidence.kernel.as_mut() {
             if let Some(id) = k.connection_id {
@@ -369,12 +377,14 @@ fn fill_bytes(
         }
     }
     *seen = findings.len();
-    for (id, &i) in wanted.iter() {
-        if let (Some(&(r, w)), Some(k)) = (closes.get(id), findings[i].evidence.kernel.as_mut()) {
-            (k.bytes_read, k.bytes_written) = (Some(r), Some(w));
+    // Closes that arrived since the last call: one a finding waits for.
+    for id in fresh.drain(..) {
+        if let (Some(i), Some(&(r, w))) = (wanted.remove(&id), closes.get(&id)) {
+            if let Some(k) = findings[i].evidence.kernel.as_mut() {
+                (k.bytes_read, k.bytes_written) = (Some(r), Some(w));
+            }
         }
     }
-    wanted.retain(|id, _| !closes.contains_key(id));
 }
 
 /// Feed arbitrary bytes to every parser an input can reach (audit lines under each
