@@ -246,7 +246,7 @@ fn pid(v: &Value, path: &str) -> Result<Option<u32>, String> {
 fn host(h: &str) -> (Option<IpAddr>, Option<String>) {
     let t = h.trim().trim_start_matches('[').trim_end_matches(']');
     match t.parse::<IpAddr>() {
-        Ok(ip) => (Some(super::canonical_ip(ip)), None),
+        Ok(ip) => (Some(ip.to_canonical()), None),
         Err(_) => (None, Some(t.to_ascii_lowercase())),
     }
 }
@@ -258,7 +258,7 @@ type HostPort = (Option<IpAddr>, Option<String>, Option<u16>);
 fn address(a: &str) -> Result<HostPort, String> {
     let a = a.trim();
     if let Ok(ip) = a.parse::<IpAddr>() {
-        return Ok((Some(super::canonical_ip(ip)), None, None));
+        return Ok((Some(ip.to_canonical()), None, None));
     }
     let (h, p) = match a.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() => {
@@ -295,6 +295,24 @@ fn network_claim(class: Class, p: Peer) -> Claim {
         (c.client_ip, c.client_port, c.server_port) = (p.ip, p.port, p.local_port);
     }
     c
+}
+
+/// An endpoint's host: `PREFIX.ip`, else the first of `PREFIX.NAME` for `names` (an IP
+/// address or a host name either way).
+fn endpoint_host(v: &Value, prefix: &str, names: &[&str]) -> (Option<IpAddr>, Option<String>) {
+    std::iter::once("ip")
+        .chain(names.iter().copied())
+        .find_map(|f| text(v, &format!("{prefix}.{f}")))
+        .map(host)
+        .unwrap_or((None, None))
+}
+
+/// A network claim must name something of the peer; `what` says where it is looked for.
+fn some_peer(claim: Claim, class: Class, what: &str) -> Result<Claim, String> {
+    if claim == Claim::default() {
+        return Err(format!("{what} in a {class} record"));
+    }
+    Ok(claim)
 }
 
 /// What a word in an action name means, within a domain.
@@ -459,15 +477,7 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
         )?,
         c if c.is_network() => {
             let side = |s: &str| -> Result<HostPort, String> {
-                let (ip, name) = match text(v, &format!("{s}.ip")) {
-                    Some(ip) => host(ip),
-                    None => {
-                        match text(v, &format!("{s}.address")).or(text(v, &format!("{s}.domain"))) {
-                            Some(a) => host(a),
-                            None => (None, None),
-                        }
-                    }
-                };
+                let (ip, name) = endpoint_host(v, s, &["address", "domain"]);
                 Ok((ip, name, port(v, &format!("{s}.port"))?))
             };
             let (cip, cname, cport) = side("source")?;
@@ -486,12 +496,11 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
                 peer_service: peer_service.map(str::to_string),
                 ..Default::default()
             };
-            if claim == Claim::default() {
-                return Err(format!(
-                    "`destination` or `source` (ip, port, address) in a {class} record"
-                ));
-            }
-            claim
+            some_peer(
+                claim,
+                class,
+                "`destination` or `source` (ip, port, address)",
+            )?
         }
         _ => path_claim(class, text(v, "file.path"), "file.path")?,
     };
@@ -546,13 +555,7 @@ fn ocsf(v: &Value, o: &Origin) -> Result<Parsed, String> {
         }
         c if c.is_network() => {
             let end = |s: &str| -> Result<Peer, String> {
-                let (ip, name) = match text(v, &format!("{s}.ip")) {
-                    Some(ip) => host(ip),
-                    None => match text(v, &format!("{s}.hostname")) {
-                        Some(h) => host(h),
-                        None => (None, None),
-                    },
-                };
+                let (ip, name) = endpoint_host(v, s, &["hostname"]);
                 Ok(Peer {
                     ip,
                     host: name,
@@ -567,25 +570,23 @@ fn ocsf(v: &Value, o: &Origin) -> Result<Parsed, String> {
             } else {
                 (src, dst)
             };
-            let claim = network_claim(
+            let mut claim = network_claim(
                 c,
                 Peer {
                     local_port: local.port,
                     ..peer
                 },
             );
-            let mut claim = claim;
             if c == Class::NetConnect {
                 claim.client_ip = local.ip;
             } else {
                 claim.server_ip = local.ip;
             }
-            if claim == Claim::default() {
-                return Err(format!(
-                    "`dst_endpoint` or `src_endpoint` (ip, port, hostname, svc_name) in a {class} record"
-                ));
-            }
-            claim
+            some_peer(
+                claim,
+                class,
+                "`dst_endpoint` or `src_endpoint` (ip, port, hostname, svc_name)",
+            )?
         }
         _ => path_claim(class, text(v, "file.path"), "file.path")?,
     };
@@ -630,13 +631,11 @@ fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
             peer.local_port = port(v, p)?;
         }
         peer.service = get(&f.peer_service).map(str::to_string);
-        let claim = network_claim(class, peer);
-        if claim == Claim::default() {
-            return Err(format!(
-                "the peer (fields peer_address, peer_host, peer_port, peer_service) in a {class} record"
-            ));
-        }
-        claim
+        some_peer(
+            network_claim(class, peer),
+            class,
+            "the peer (fields peer_address, peer_host, peer_port, peer_service)",
+        )?
     } else {
         let what = f.path.as_deref().unwrap_or("[fields] path");
         let mut c = path_claim(class, get(&f.path), what)?;

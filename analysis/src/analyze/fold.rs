@@ -15,7 +15,7 @@
 //! - TCP Open: `network.connect` (the process connected) or `network.accept`.
 //! - Failed syscalls, Chmod/Chown, Fork, Terminate, UDP and unix sockets: no action.
 
-use super::{canonical_ip, Action, Class, Conn};
+use super::{Action, Class, Conn};
 use rustc_hash::FxHashMap as HashMap;
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 use trail::{
@@ -90,7 +90,7 @@ pub struct Folder {
 }
 
 fn ip(s: &str) -> Option<IpAddr> {
-    s.parse().ok().map(canonical_ip)
+    s.parse().ok().map(|ip: IpAddr| ip.to_canonical())
 }
 
 impl Folder {

@@ -278,6 +278,13 @@ struct Keys {
 }
 
 impl Keys {
+    fn one(k: u64) -> Keys {
+        Keys {
+            k: [k, 0, 0, 0],
+            n: 1,
+        }
+    }
+
     fn push(&mut self, k: u64) {
         self.k[self.n] = k;
         self.n += 1;
@@ -380,8 +387,7 @@ impl<'x> Matcher<'x> {
 
     fn action_keys(a: &Action) -> Keys {
         let s = &*a.service;
-        let mut k = Keys { k: [0; 4], n: 0 };
-        k.push(any_key(s, a.class));
+        let mut k = Keys::one(any_key(s, a.class));
         if let Some(c) = &a.conn {
             k.push(port_key(s, a.class, c.server.1));
         }
@@ -527,11 +533,7 @@ impl<'x> Matcher<'x> {
                 }
                 (a.keys, true)
             }
-            Some(Item::Record(r)) => {
-                let mut k = Keys { k: [0; 4], n: 0 };
-                k.push(r.key);
-                (k, false)
-            }
+            Some(Item::Record(r)) => (Keys::one(r.key), false),
             None => return,
         };
         self.held -= 1;
@@ -629,11 +631,7 @@ impl<'x> Matcher<'x> {
             // looks for records under all of its keys except the near-miss one, which
             // only network records without a port also use.
             Item::Action(a) => (a.keys, usize::from(!a.a.class.is_network()), true),
-            Item::Record(r) => {
-                let mut k = Keys { k: [0; 4], n: 0 };
-                k.push(r.key);
-                (k, 0, false)
-            }
+            Item::Record(r) => (Keys::one(r.key), 0, false),
         };
         let mut best: Option<(Score, u64, i64)> = None;
         for &k in &keys.as_slice()[skip..] {

@@ -189,11 +189,6 @@ pub fn normalize_path(p: &str) -> String {
     }
 }
 
-/// An IP address in one canonical form (IPv4-mapped IPv6 becomes IPv4).
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
-
 /// Shorten a line for an error message or a finding's evidence.
 pub fn excerpt(line: &str) -> String {
     const MAX: usize = 160;
