@@ -6,6 +6,9 @@
 use agent::decode::Decoder;
 use agent_common::{op, str_kind, EventHeader, RawEvent, StrRef, RAW_EVENT_SIZE};
 use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use trail::{RunInfo, TrailWriter, WriterOptions};
 
 struct Rec {
@@ -68,7 +71,6 @@ impl Rec {
 }
 
 fn main() {
-    agent::tune_allocator();
     let iterations: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

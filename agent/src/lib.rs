@@ -13,15 +13,3 @@ pub mod launch;
 pub mod loader;
 pub mod record;
 pub mod scope;
-
-/// Keep freed memory in the process instead of returning it to the kernel: the trail
-/// writer allocates and frees large column buffers for every batch, and with glibc's
-/// defaults each of them was a fresh mmap whose pages faulted in again (a fifth of the
-/// agent's CPU per event went to page faults).
-pub fn tune_allocator() {
-    // SAFETY: mallopt only sets allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
-    }
-}
