@@ -215,7 +215,7 @@ impl Ev {
         let mut i = 0;
         while i < MAX_DEPTH {
             i += 1;
-            let Ok(parent) = read::<u64>(d, off!(dentry_d_parent)) else {
+            let Ok((parent, name)) = parent_and_name(d) else {
                 flags |= str_flag::READ_ERROR;
                 break;
             };
@@ -243,23 +243,24 @@ impl Ev {
                 // Root of a filesystem that is not mounted here (pipe, socket, anon
                 // inode, detached mount): keep its name and stop.
                 flags &= !str_flag::TRUNCATED;
-                self.component(d);
+                self.component(name);
                 break;
             }
             if self.pos() + NAME_CAP > POS_MAX {
                 break;
             }
-            self.component(d);
+            self.component(name);
             d = parent;
         }
         self.set(slot, start, str_kind::COMPONENTS, flags);
     }
 
+    /// Append the NUL-terminated name at `name` (a dentry's `d_name.name`).
     #[inline(always)]
-    fn component(&mut self, dentry: u64) {
-        let Ok(name) = read::<u64>(dentry, off!(dentry_d_name_name)) else {
+    fn component(&mut self, name: u64) {
+        if name == 0 {
             return;
-        };
+        }
         let pos = self.pos();
         let o = pos & POS_MAX;
         // SAFETY: kernel string read with a bounded destination inside the buffer.
@@ -372,4 +373,22 @@ impl Ev {
             count(stat::LOST);
         }
     }
+}
+
+/// A dentry's `d_parent` and `d_name.name`. In every kernel so far the name pointer
+/// follows the parent within 24 bytes (`d_parent`, then `struct qstr d_name { hash_len;
+/// name }`): one read instead of two on the walk's hottest path.
+#[inline(always)]
+fn parent_and_name(d: u64) -> Result<(u64, u64), i64> {
+    let (parent_off, name_off) = (off!(dentry_d_parent), off!(dentry_d_name_name));
+    if name_off == parent_off + 16 {
+        let span: [u64; 3] = read(d, parent_off)?;
+        return Ok((span[0], span[2]));
+    }
+    if name_off == parent_off + 8 {
+        let span: [u64; 2] = read(d, parent_off)?;
+        return Ok((span[0], span[1]));
+    }
+    let parent = read::<u64>(d, parent_off)?;
+    Ok((parent, read::<u64>(d, name_off).unwrap_or(0)))
 }

@@ -249,11 +249,28 @@ fn try_path_syscall_exit(
             ev.buf.ev.dev = dev;
         }
     }
+    let mut base = NO_DIR;
     if spec.path1.path != NONE {
-        path_arg(&mut ev, &p, task, 0, spec.path1.dirfd, spec.path1.path);
+        base = path_arg(
+            &mut ev,
+            &p,
+            task,
+            0,
+            spec.path1.dirfd,
+            spec.path1.path,
+            NO_DIR,
+        );
     }
     if spec.path2.path != NONE {
-        path_arg(&mut ev, &p, task, 2, spec.path2.dirfd, spec.path2.path);
+        path_arg(
+            &mut ev,
+            &p,
+            task,
+            2,
+            spec.path2.dirfd,
+            spec.path2.path,
+            base,
+        );
     }
     ev.submit();
     Ok(())
@@ -299,26 +316,46 @@ fn fill_args(ev: &mut Ev, spec: &Spec, p: &Call, ret: i64) {
     }
 }
 
+/// No base directory resolved (an absolute path, or none).
+const NO_DIR: (u64, u64) = (0, 0);
+
 /// Copy a path argument into `slot` and, when relative, resolve its base directory into
-/// `slot + 1`.
+/// `slot + 1`. `prev` is the directory already resolved into slot 1 (the first path of
+/// a rename or link): when this path is relative to the same one (`mv a b` in the
+/// current directory), slot `slot + 1` refers to the same bytes instead of walking it
+/// again. Returns the directory it resolved.
 #[inline(always)]
-fn path_arg(ev: &mut Ev, p: &Call, task: u64, slot: usize, dirfd_arg: i8, path_arg: i8) {
+fn path_arg(
+    ev: &mut Ev,
+    p: &Call,
+    task: u64,
+    slot: usize,
+    dirfd_arg: i8,
+    path_arg: i8,
+    prev: (u64, u64),
+) -> (u64, u64) {
     let first = ev.user_str(slot, arg(p, path_arg));
     if dirfd_arg == NO_BASE || first == b'/' {
-        return;
+        return NO_DIR;
     }
     let base = if dirfd_arg == CWD || arg(p, dirfd_arg) as i32 == AT_FDCWD {
         kernel::cwd(task)
     } else {
         let dirfd = arg(p, dirfd_arg) as i32;
         if dirfd < 0 {
-            return;
+            return NO_DIR;
         }
         kernel::fd_file(task, dirfd as u64).and_then(kernel::file_path)
     };
-    if let Ok((mnt, dentry)) = base {
+    let Ok((mnt, dentry)) = base else {
+        return NO_DIR;
+    };
+    if prev != NO_DIR && prev == (mnt, dentry) && slot == 2 {
+        ev.buf.ev.strs[3] = ev.buf.ev.strs[1];
+    } else {
         ev.path(slot + 1, mnt, dentry);
     }
+    (mnt, dentry)
 }
 
 fn open_exit(
@@ -377,7 +414,15 @@ fn open_exit(
             ev.path(2, mnt, dentry);
         }
     } else {
-        path_arg(&mut ev, p, task, 0, spec.path1.dirfd, spec.path1.path);
+        path_arg(
+            &mut ev,
+            p,
+            task,
+            0,
+            spec.path1.dirfd,
+            spec.path1.path,
+            NO_DIR,
+        );
     }
     ev.submit();
     Ok(())

@@ -132,11 +132,20 @@ pub fn ppid(task: u64) -> u32 {
 pub fn fd_file(task: u64, fd: u64) -> Result<u64, i64> {
     let files: u64 = read(task, off!(task_files))?;
     let fdt: u64 = read(files, off!(files_fdt))?;
-    let max_fds: u32 = read(fdt, off!(fdt_max_fds))?;
+    // `struct fdtable { unsigned int max_fds; struct file **fd; ... }`: both in one read
+    // when they are 8 bytes apart (every kernel so far), else two.
+    let (max_fds, array) = if off!(fdt_fd) == off!(fdt_max_fds) + 8 {
+        let span: [u64; 2] = read(fdt, off!(fdt_max_fds))?;
+        (span[0] as u32, span[1])
+    } else {
+        (
+            read::<u32>(fdt, off!(fdt_max_fds))?,
+            read(fdt, off!(fdt_fd))?,
+        )
+    };
     if fd >= max_fds as u64 {
         return Err(-9);
     }
-    let array: u64 = read(fdt, off!(fdt_fd))?;
     let file: u64 = read(array, fd * 8)?;
     if file == 0 {
         return Err(-9);
@@ -147,6 +156,11 @@ pub fn fd_file(task: u64, fd: u64) -> Result<u64, i64> {
 /// (vfsmount, dentry) of a `struct path` at `base + offset`.
 #[inline(always)]
 pub fn path_at(base: u64, offset: u64) -> Result<(u64, u64), i64> {
+    // `struct path { struct vfsmount *mnt; struct dentry *dentry; }`: one read.
+    if off!(path_dentry) == off!(path_mnt) + 8 {
+        let span: [u64; 2] = read(base, offset + off!(path_mnt))?;
+        return Ok((span[0], span[1]));
+    }
     let mnt: u64 = read(base, offset + off!(path_mnt))?;
     let dentry: u64 = read(base, offset + off!(path_dentry))?;
     Ok((mnt, dentry))
