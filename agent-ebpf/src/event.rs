@@ -39,10 +39,21 @@ pub struct Ev {
     pub buf: &'static mut EventBuf,
 }
 
-/// Start an event for the current task.
+/// Which scratch buffer a program builds its events in (see `maps::SCRATCH`).
+pub mod slot {
+    pub const SYS_EXIT: u32 = 0;
+    pub const SYS_ENTER: u32 = 1;
+    /// The scheduler and cgroup tracepoints (not preemptible, not in softirq).
+    pub const SCHED: u32 = 2;
+    /// `inet_sock_set_state`, which also fires in softirq.
+    pub const SOCK: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Start an event for the current task, in the scratch buffer of `slot`.
 #[inline(always)]
-pub fn begin(op: u32, service: u32, task: u64) -> Option<Ev> {
-    let ptr = SCRATCH.get_ptr_mut(0)?;
+pub fn begin(op: u32, service: u32, task: u64, slot: u32) -> Option<Ev> {
+    let ptr = SCRATCH.get_ptr_mut(slot)?;
     // SAFETY: per-CPU scratch; programs do not nest on one CPU.
     let buf = unsafe { &mut *ptr };
     buf.ev = RawEvent::default();
@@ -77,8 +88,8 @@ pub fn begin(op: u32, service: u32, task: u64) -> Option<Ev> {
 
 /// Start an event on behalf of a socket's owner (the current task may be anyone).
 #[inline(always)]
-pub fn begin_owner(op: u32, o: &agent_common::SockOwner) -> Option<Ev> {
-    let ptr = SCRATCH.get_ptr_mut(0)?;
+pub fn begin_owner(op: u32, o: &agent_common::SockOwner, slot: u32) -> Option<Ev> {
+    let ptr = SCRATCH.get_ptr_mut(slot)?;
     // SAFETY: per-CPU scratch; programs do not nest on one CPU.
     let buf = unsafe { &mut *ptr };
     buf.ev = RawEvent::default();
@@ -347,7 +358,10 @@ impl Ev {
         let Some(seq) = SEQ.get_ptr_mut(0) else {
             return;
         };
-        // SAFETY: per-CPU slot.
+        // SAFETY: per-CPU slot. Not an atomic fetch-add: the BPF target is built for
+        // the generic CPU, which has none. Two programs interleaved on one CPU could
+        // take the same number only if one is interrupted between these two
+        // instructions (see docs/kernels.md).
         unsafe {
             self.buf.ev.header.seq = *seq;
             *seq += 1;

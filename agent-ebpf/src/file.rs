@@ -34,7 +34,7 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use crate::{
-    event::{self, Ev},
+    event::{self, slot, Ev},
     kernel::{self, off, read},
     maps::{self, count, FDS, FILES},
 };
@@ -95,9 +95,25 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         // A state for another file: the descriptor was replaced (dup2 over it) after
         // its last use, and that replacement closed the old file implicitly.
         if st.file == cur {
-            emit_close(&key, &st, service, task, 0, nr::CLOSE as u32);
+            emit_close(
+                &key,
+                &st,
+                service,
+                task,
+                0,
+                nr::CLOSE as u32,
+                slot::SYS_ENTER,
+            );
         } else {
-            emit_close(&key, &st, service, task, ev_flag::IMPLICIT_CLOSE, 0);
+            emit_close(
+                &key,
+                &st,
+                service,
+                task,
+                ev_flag::IMPLICIT_CLOSE,
+                0,
+                slot::SYS_ENTER,
+            );
         }
     }
     match kernel::file_sock(cur) {
@@ -109,7 +125,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             if class == kernel::SockClass::UnixStream {
                 crate::unix::closed(sk, cur);
             } else if class == kernel::SockClass::Udp {
-                if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task) {
+                if let Some(ev) = event::begin(op::NET_UDP_CLOSE, service, task, slot::SYS_ENTER) {
                     ev.buf.ev.arg_b = sk;
                     ev.buf.ev.fd = fd as i32;
                     ev.submit();
@@ -233,7 +249,7 @@ fn try_path_syscall_exit(
         return open_exit(&spec, &p, ret, tgid, service, task);
     }
 
-    let Some(mut ev) = event::begin(spec.op, service, task) else {
+    let Some(mut ev) = event::begin(spec.op, service, task, slot::SYS_EXIT) else {
         return Ok(());
     };
     fill_args(&mut ev, &spec, &p, ret);
@@ -381,7 +397,15 @@ fn open_exit(
         // O_CLOEXEC descriptor, dup2, close_range): report that close before reuse.
         // SAFETY: copied out immediately.
         if let Some(old) = unsafe { FDS.get(&key) }.copied() {
-            emit_close(&key, &old, service, task, ev_flag::IMPLICIT_CLOSE, 0);
+            emit_close(
+                &key,
+                &old,
+                service,
+                task,
+                ev_flag::IMPLICIT_CLOSE,
+                0,
+                slot::SYS_EXIT,
+            );
         }
         let state = FdState {
             bytes_read: 0,
@@ -397,7 +421,7 @@ fn open_exit(
             let _ = FILES.insert(&file, &FileInfo { inode: ino, dev }, 0);
         }
     }
-    let Some(mut ev) = event::begin(op::OPEN, service, task) else {
+    let Some(mut ev) = event::begin(op::OPEN, service, task, slot::SYS_EXIT) else {
         return Ok(());
     };
     fill_args(&mut ev, spec, p, ret);
@@ -429,8 +453,17 @@ fn open_exit(
 }
 
 #[inline(always)]
-fn emit_close(key: &FdKey, st: &FdState, service: u32, task: u64, flags: u32, syscall: u32) {
-    if let Some(ev) = event::begin(op::CLOSE, service, task) {
+#[allow(clippy::too_many_arguments)]
+fn emit_close(
+    key: &FdKey,
+    st: &FdState,
+    service: u32,
+    task: u64,
+    flags: u32,
+    syscall: u32,
+    slot: u32,
+) {
+    if let Some(ev) = event::begin(op::CLOSE, service, task, slot) {
         let e = &mut ev.buf.ev;
         e.syscall = syscall;
         e.ev_flags = flags;
@@ -508,7 +541,15 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         // SAFETY: copied out before removal.
         let old = unsafe { *st };
         let _ = FDS.remove(&key);
-        emit_close(&key, &old, service, task, ev_flag::IMPLICIT_CLOSE, 0);
+        emit_close(
+            &key,
+            &old,
+            service,
+            task,
+            ev_flag::IMPLICIT_CLOSE,
+            0,
+            slot::SYS_EXIT,
+        );
     }
     if cur == 0 {
         return;
@@ -572,7 +613,7 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
 fn emit_acquire(fd: u32, n: u64, service: u32, file: u64) {
     let task = kernel::current_task();
     let (ino, dev) = kernel::file_ino_dev(file);
-    if let Some(mut ev) = event::begin(op::ACQUIRE, service, task) {
+    if let Some(mut ev) = event::begin(op::ACQUIRE, service, task, slot::SYS_EXIT) {
         let e = &mut ev.buf.ev;
         e.syscall = n as u32;
         e.fd = fd as i32;

@@ -3,6 +3,8 @@
 use agent_common::{
     EventBuf, ExeKey, FdKey, FdState, FileInfo, Flow, FlowKey, SockOwner, UnixConn, COMM_LEN,
 };
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -52,9 +54,14 @@ pub static EXES: HashMap<ExeKey, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(1024, 0);
 
-/// One event under construction per CPU (too large for the 512-byte stack).
+/// Events under construction (too large for the 512-byte stack): per CPU, one per
+/// [`crate::event::slot`], because programs of different slots can interleave on one
+/// CPU (a softirq interrupts any program; since 7.2 the syscall tracepoints' programs
+/// run preemptibly) and must not build into the same buffer. One program never
+/// interleaves with itself: the kernel skips such a run (and the agent reports it).
 #[map]
-pub static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<EventBuf> =
+    PerCpuArray::with_max_entries(crate::event::slot::COUNT, 0);
 
 /// A new UDP flow under construction per CPU (off the stack: `flow_add` is called from
 /// `account`, and before 6.14 a call chain's frames must fit 512 bytes together).
@@ -72,8 +79,9 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common:
 #[inline(always)]
 pub fn count(stat: u32) {
     if let Some(p) = STATS.get_ptr_mut(stat) {
-        // SAFETY: per-CPU slot, programs on one CPU do not nest (bpf_prog_active).
-        unsafe { *p += 1 };
+        // SAFETY: per-CPU slot; atomic because programs can interleave on one CPU
+        // (softirqs, preemptible syscall tracepoints on 7.2+).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
     }
 }
 

@@ -17,7 +17,7 @@ use agent_common::{ev_flag, op, stat, syscalls::nr, NetAddrs, SockOwner};
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
-    event::{self, Ev},
+    event::{self, slot, Ev},
     kernel::{self, off, read, SockClass, AF_INET, AF_INET6},
     maps::{count, SOCKS},
 };
@@ -94,13 +94,13 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
                 if state as i32 == TCP_SYN_SENT {
                     return 0;
                 }
-                connect_outcome(sk, state as i32);
+                connect_outcome(sk, state as i32, slot::SYS_EXIT);
                 return 0;
             }
             if ret == 0 && SOCKS.insert(&sk, &owner, 0).is_err() {
                 count(stat::SOCK_FULL);
             }
-            if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner) {
+            if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner, slot::SYS_EXIT) {
                 emit(ev, sk, fd_arg as i64, ret, ev_flag::OUTBOUND, &a, n);
             }
         }
@@ -125,7 +125,7 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             if SOCKS.insert(&sk, &owner, 0).is_err() {
                 count(stat::SOCK_FULL);
             }
-            if let Some(ev) = event::begin_owner(op::NET_ACCEPT, &owner) {
+            if let Some(ev) = event::begin_owner(op::NET_ACCEPT, &owner, slot::SYS_EXIT) {
                 emit(ev, sk, ret, ret, ev_flag::INBOUND, &a, n);
             }
         }
@@ -145,7 +145,7 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
             } else {
                 op::NET_LISTEN
             };
-            if let Some(ev) = event::begin(kind, service, task) {
+            if let Some(ev) = event::begin(kind, service, task, slot::SYS_EXIT) {
                 emit(ev, sk, fd_arg as i64, ret, 0, &a, n);
             }
         }
@@ -155,7 +155,7 @@ pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u
 
 /// The end of a non-blocking connect's handshake: connected, or failed with `sk_err`.
 #[inline(always)]
-fn connect_outcome(sk: u64, state: i32) {
+fn connect_outcome(sk: u64, state: i32, slot: u32) {
     let Some(o) = SOCKS.get_ptr_mut(&sk) else {
         return;
     };
@@ -173,7 +173,7 @@ fn connect_outcome(sk: u64, state: i32) {
         let _ = SOCKS.remove(&sk);
         -(if err > 0 { err as i64 } else { 111 })
     };
-    if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner) {
+    if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner, slot) {
         let a = kernel::sock_addrs(sk);
         emit(ev, sk, -1, ret, ev_flag::OUTBOUND, &a, nr::CONNECT);
     }
@@ -189,7 +189,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let new = ctx.arg::<u64>(2) as i32;
     if owner.pending_connect != 0 {
         if new == TCP_ESTABLISHED || new == TCP_CLOSE {
-            connect_outcome(sk, new);
+            connect_outcome(sk, new, slot::SOCK);
         }
         return 0;
     }
@@ -197,7 +197,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let _ = SOCKS.remove(&sk);
-    if let Some(ev) = event::begin_owner(op::NET_CLOSE, &owner) {
+    if let Some(ev) = event::begin_owner(op::NET_CLOSE, &owner, slot::SOCK) {
         let e = &mut ev.buf.ev;
         // Payload bytes: the peer's FIN advanced bytes_received by one (SOCK_DONE is
         // set when it arrived); bytes_sent counts retransmitted payload again.

@@ -12,7 +12,7 @@ use agent_common::{op, str_kind, ExeKey};
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
-    event,
+    event::{self, slot},
     kernel::{self, off, read},
     maps::{self, count, CGROUPS, COMMS, EXES, TRACKED},
 };
@@ -42,7 +42,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         count(agent_common::stat::TRACK_FULL);
     }
     let task = kernel::current_task();
-    let Some(ev) = event::begin(op::FORK, service, task) else {
+    let Some(ev) = event::begin(op::FORK, service, task, slot::SCHED) else {
         return Ok(());
     };
     ev.buf.ev.arg_a = child_tgid as u64;
@@ -91,7 +91,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(service) = service else {
         return Ok(());
     };
-    let Some(mut ev) = event::begin(op::EXEC, service, task) else {
+    let Some(mut ev) = event::begin(op::EXEC, service, task, slot::SCHED) else {
         return Ok(());
     };
     // Slot 0: the executable, as the kernel opened it.
@@ -140,7 +140,7 @@ fn try_exit() -> Result<(), i64> {
         return Ok(());
     }
     let code: i32 = read(task, off!(task_exit_code)).unwrap_or(0);
-    if let Some(ev) = event::begin(op::EXIT, service, task) {
+    if let Some(ev) = event::begin(op::EXIT, service, task, slot::SCHED) {
         ev.buf.ev.ret = code as i64;
         ev.submit();
     }

@@ -7,7 +7,7 @@
 use agent_common::{ev_flag, op, stat, str_kind, NetAddrs, UnixConn};
 
 use crate::{
-    event::{self, Ev},
+    event::{self, slot, Ev},
     kernel::{self, off, read, AF_UNIX},
     maps::{count, UNIX_SOCKS},
 };
@@ -38,8 +38,18 @@ fn address(ev: &mut Ev, slot: usize, sk: u64) {
 }
 
 #[inline(always)]
-fn emit(kind: u32, sk: u64, addr_sk: u64, fd: i64, ret: i64, flags: u32, conn: &UnixConn) {
-    if let Some(mut ev) = event::begin_owner(kind, &conn.owner) {
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    kind: u32,
+    sk: u64,
+    addr_sk: u64,
+    fd: i64,
+    ret: i64,
+    flags: u32,
+    conn: &UnixConn,
+    slot: u32,
+) {
+    if let Some(mut ev) = event::begin_owner(kind, &conn.owner, slot) {
         let e = &mut ev.buf.ev;
         e.ret = ret;
         e.fd = fd as i32;
@@ -104,9 +114,10 @@ pub fn opened(sk: u64, fd: i64, ret: i64, inbound: bool, service: u32, task: u64
             0,
             stale.owner.flags | ev_flag::IMPLICIT_CLOSE,
             &stale,
+            slot::SYS_EXIT,
         );
     }
-    emit(kind, sk, addr_sk, fd, ret, flags, &conn);
+    emit(kind, sk, addr_sk, fd, ret, flags, &conn, slot::SYS_EXIT);
     if ret < 0 {
         return;
     }
@@ -133,7 +144,8 @@ pub fn add_bytes(sk: u64, bytes: u64, out: bool) -> bool {
     true
 }
 
-/// close() of a descriptor of `sk`: when it is the last, report the connection.
+/// close() of a descriptor of `sk` (from `sys_enter`): when it is the last, report the
+/// connection.
 #[inline(always)]
 pub fn closed(sk: u64, file: u64) {
     // SAFETY: copied out.
@@ -154,5 +166,6 @@ pub fn closed(sk: u64, file: u64) {
         0,
         conn.owner.flags,
         &conn,
+        slot::SYS_ENTER,
     );
 }
