@@ -471,10 +471,17 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     }
     // Program runs the kernel skipped (another BPF program was running on that CPU):
     // whatever those runs would have recorded was never produced.
-    let skipped: u64 = loader::PROGRAMS_LOADED
-        .iter()
-        .filter_map(|p| loader::recursion_misses(&loaded.ebpf, p))
-        .sum();
+    let mut skipped = 0;
+    for prog in loader::PROGRAMS_LOADED {
+        let n = loader::recursion_misses(&loaded.ebpf, prog).unwrap_or(0);
+        if n > 0 {
+            eprintln!(
+                "groundtruth-agent: warning: the kernel skipped {n} run(s) of {prog} (another \
+                 run of it was active on that CPU): what they would have recorded is missing"
+            );
+        }
+        skipped += n;
+    }
     if skipped > 0 {
         summary
             .kernel_stats
