@@ -9,9 +9,9 @@ use agent_common::{
 };
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-    generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+    generated::{bpf_get_current_comm, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
 };
 
 use crate::{
@@ -56,7 +56,7 @@ pub fn begin(op: u32, service: u32, task: u64, slot: u32) -> Option<Ev> {
     let ptr = SCRATCH.get_ptr_mut(slot)?;
     // SAFETY: per-CPU scratch; programs do not nest on one CPU.
     let buf = unsafe { &mut *ptr };
-    buf.ev = RawEvent::default();
+    zero_event(&mut buf.ev);
     let h = &mut buf.ev.header;
     h.op = op;
     // SAFETY: helpers without preconditions.
@@ -73,13 +73,8 @@ pub fn begin(op: u32, service: u32, task: u64, slot: u32) -> Option<Ev> {
     h.gid = (uid_gid >> 32) as u32;
     h.service = service;
     h.ppid = kernel::ppid(task);
-    if let Ok(comm) = bpf_get_current_comm() {
-        let mut i = 0;
-        while i < COMM_LEN {
-            h.comm[i] = comm[i];
-            i += 1;
-        }
-    }
+    // SAFETY: the helper writes at most COMM_LEN bytes (zeros on failure).
+    unsafe { bpf_get_current_comm(h.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
     buf.ev.fd = -1;
     let mut ev = Ev { buf };
     ev.set_pos(0);
@@ -92,7 +87,7 @@ pub fn begin_owner(op: u32, o: &agent_common::SockOwner, slot: u32) -> Option<Ev
     let ptr = SCRATCH.get_ptr_mut(slot)?;
     // SAFETY: per-CPU scratch; programs do not nest on one CPU.
     let buf = unsafe { &mut *ptr };
-    buf.ev = RawEvent::default();
+    zero_event(&mut buf.ev);
     let h = &mut buf.ev.header;
     h.op = op;
     // SAFETY: helpers without preconditions.
@@ -119,7 +114,7 @@ pub fn begin_owner(op: u32, o: &agent_common::SockOwner, slot: u32) -> Option<Ev
 pub fn owner_here(service: u32, task: u64, flags: u32) -> agent_common::SockOwner {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    agent_common::SockOwner {
+    let mut owner = agent_common::SockOwner {
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         ppid: kernel::ppid(task),
@@ -128,9 +123,27 @@ pub fn owner_here(service: u32, task: u64, flags: u32) -> agent_common::SockOwne
         service,
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        comm: [0; COMM_LEN],
         flags,
         pending_connect: 0,
+    };
+    // SAFETY: the helper writes at most COMM_LEN bytes (zeros on failure).
+    unsafe { bpf_get_current_comm(owner.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    owner
+}
+
+/// Zero an event with explicit 8-byte stores. `RawEvent::default()` became a call to
+/// the `memset` subprogram, a byte loop that older verifiers (6.1) walk again at every
+/// call site on every path: it alone pushed programs over the 1 million instructions.
+#[inline(always)]
+fn zero_event(ev: &mut RawEvent) {
+    let p = ev as *mut RawEvent as *mut u64;
+    let mut i = 0;
+    while i < RAW_EVENT_SIZE / 8 {
+        // SAFETY: RawEvent is plain integers, its size a multiple of 8 (asserted in
+        // agent-common), and the scratch buffer 8-byte aligned.
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+        i += 1;
     }
 }
 
