@@ -279,7 +279,11 @@ pub mod stat {
     /// Messages of sendmmsg/recvmmsg calls beyond the first 8 of a call: counted here,
     /// not in their flows.
     pub const MMSG_BEYOND_8: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// `sys_exit` runs of tracked processes whose tail call into the part for that
+    /// syscall failed (the part missing from `SYS_EXIT_PARTS`): that syscall's event
+    /// is missing.
+    pub const TAIL_CALL_FAILED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Kernel structure field offsets, read by the agent from the running kernel's BTF and

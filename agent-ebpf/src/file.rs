@@ -1,7 +1,8 @@
 //! File events from the raw syscall tracepoints.
 //!
 //! Two programs cover every syscall: `sys_exit` (raw tracepoint `sys_exit(struct pt_regs
-//! *regs, long ret)`) builds file events and counts read/write bytes, `sys_enter`
+//! *regs, long ret)`, which tail-calls one program per syscall group, `sys_exit_*`)
+//! builds file events and counts read/write bytes, `sys_enter`
 //! (`sys_enter(struct pt_regs *regs, long id)`) handles `close()`, which must be seen
 //! before the descriptor is gone. For any process, `sys_enter` first compares the
 //! syscall number and `sys_exit` first looks the process up in `TRACKED`; untracked
@@ -36,7 +37,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use crate::{
     event::{self, slot, Ev},
     kernel::{self, off, read},
-    maps::{self, count, FDS, FILES},
+    maps::{self, count, FDS, FILES, SYS_EXIT_ARGS, SYS_EXIT_PARTS},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -148,6 +149,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// `sys_exit` only dispatches: for a tracked process it finds the syscall's group and
+/// tail-calls that group's program (`SYS_EXIT_PARTS`). Each part is verified on its own,
+/// within the verifier's per-program budget (one program handling every group was over
+/// the 1 million instructions that 6.1's verifier processes).
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, _) = ids();
     let Some(service) = maps::tracked(tgid) else {
@@ -156,58 +161,155 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if !kernel::ready() {
         return Ok(());
     }
-    let task = kernel::current_task();
+    let regs: u64 = ctx.arg(0);
+    let n: u64 = read(regs, off!(regs_nr))?;
+    let part = if is_io(n) || is_transfer(n) {
+        part::IO
+    } else if crate::udp::is_udp_syscall(n) {
+        part::UDP
+    } else if n == nr::CONNECT {
+        part::CONNECT
+    } else if n == nr::ACCEPT || n == nr::ACCEPT4 {
+        part::ACCEPT
+    } else if crate::net::is_net(n) {
+        part::BIND
+    } else if syscalls::spec(n).is_some() {
+        part::PATH
+    } else {
+        return Ok(());
+    };
+    if kernel::compat_syscall(kernel::current_task()) {
+        count(stat::COMPAT_SYSCALLS);
+        return Ok(());
+    }
+    // The part reads these back: the run of `sys_exit` and its tail call cannot
+    // interleave with another run of it on this CPU (the kernel skips such a run).
+    if let Some(a) = SYS_EXIT_ARGS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, see above.
+        unsafe { *a = ExitArgs { n, service } };
+    }
+    // SAFETY: a tail call with this program's own context; returns only on failure.
+    unsafe { SYS_EXIT_PARTS.tail_call(ctx, part) };
+    count(stat::TAIL_CALL_FAILED);
+    Ok(())
+}
+
+/// Indices in `SYS_EXIT_PARTS`; the agent fills them with the programs named
+/// `sys_exit_<group>`.
+pub mod part {
+    pub const IO: u32 = 0;
+    pub const UDP: u32 = 1;
+    pub const CONNECT: u32 = 2;
+    pub const ACCEPT: u32 = 3;
+    /// bind and listen.
+    pub const BIND: u32 = 4;
+    pub const PATH: u32 = 5;
+    pub const COUNT: u32 = 6;
+}
+
+/// What `sys_exit` found, for its tail-called part.
+#[derive(Clone, Copy)]
+pub struct ExitArgs {
+    n: u64,
+    service: u32,
+}
+
+/// The syscall number and service `sys_exit` stored for this run.
+#[inline(always)]
+fn exit_args() -> Option<ExitArgs> {
+    // SAFETY: per-CPU value written by this run's `sys_exit`.
+    SYS_EXIT_ARGS.get_ptr(0).map(|a| unsafe { *a })
+}
+
+/// read/write family and sendfile/splice/copy_file_range: bytes per descriptor.
+#[raw_tracepoint]
+pub fn sys_exit_io(ctx: RawTracePointContext) -> i32 {
+    let Some(ExitArgs { n, service }) = exit_args() else {
+        return 0;
+    };
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let n: u64 = read(regs, off!(regs_nr))?;
-    if is_io(n) || is_transfer(n) {
-        if kernel::compat_syscall(task) {
-            count(stat::COMPAT_SYSCALLS);
-            return Ok(());
-        }
-        let bytes = if ret > 0 { ret as u64 } else { 0 };
-        // (descriptor, written?) pairs: read/write use one; sendfile(out, in, ..),
-        // splice and copy_file_range(in, .., out, ..) move bytes from one to another.
-        let (first, second) = if is_io(n) {
-            (pack(reg_arg(regs, 0), is_write(n)), NO_FD)
-        } else if n == nr::SENDFILE {
-            (pack(reg_arg(regs, 1), false), pack(reg_arg(regs, 0), true))
-        } else {
-            (pack(reg_arg(regs, 0), false), pack(reg_arg(regs, 2), true))
-        };
-        account(first, bytes, n, service);
-        if second != NO_FD {
-            account(second, bytes, n, service);
-        }
-        return Ok(());
+    let bytes = if ret > 0 { ret as u64 } else { 0 };
+    // (descriptor, written?) pairs: read/write use one; sendfile(out, in, ..),
+    // splice and copy_file_range(in, .., out, ..) move bytes from one to another.
+    let (first, second) = if is_io(n) {
+        (pack(reg_arg(regs, 0), is_write(n)), NO_FD)
+    } else if n == nr::SENDFILE {
+        (pack(reg_arg(regs, 1), false), pack(reg_arg(regs, 0), true))
+    } else {
+        (pack(reg_arg(regs, 0), false), pack(reg_arg(regs, 2), true))
+    };
+    account(first, bytes, n, service);
+    if second != NO_FD {
+        account(second, bytes, n, service);
     }
-    if crate::udp::is_udp_syscall(n) {
-        if kernel::compat_syscall(task) {
-            count(stat::COMPAT_SYSCALLS);
-            return Ok(());
-        }
-        crate::udp::udp_exit(
-            (n << 32) | (reg_arg(regs, 0) & 0xffff_ffff),
-            reg_arg(regs, 1),
-            reg_arg(regs, 4),
-            ret,
-            service,
-        );
-        return Ok(());
-    }
-    if crate::net::is_net(n) {
-        if kernel::compat_syscall(task) {
-            count(stat::COMPAT_SYSCALLS);
-            return Ok(());
-        }
-        crate::net::net_exit(n, reg_arg(regs, 0), reg_arg(regs, 1), ret, service);
-        return Ok(());
-    }
-    if syscalls::spec(n).is_none() {
-        return Ok(());
-    }
-    path_syscall_exit(n, regs, ret, ((tgid as u64) << 32) | service as u64, task);
-    Ok(())
+    0
+}
+
+/// sendto/recvfrom/sendmsg/recvmsg and the mmsg calls: UDP flows.
+#[raw_tracepoint]
+pub fn sys_exit_udp(ctx: RawTracePointContext) -> i32 {
+    let Some(ExitArgs { n, service }) = exit_args() else {
+        return 0;
+    };
+    let regs: u64 = ctx.arg(0);
+    crate::udp::udp_exit(
+        (n << 32) | (reg_arg(regs, 0) & 0xffff_ffff),
+        reg_arg(regs, 1),
+        reg_arg(regs, 4),
+        ctx.arg(1),
+        service,
+    );
+    0
+}
+
+/// connect (TCP and unix).
+#[raw_tracepoint]
+pub fn sys_exit_connect(ctx: RawTracePointContext) -> i32 {
+    let Some(ExitArgs { service, .. }) = exit_args() else {
+        return 0;
+    };
+    let regs: u64 = ctx.arg(0);
+    crate::net::connect_exit(reg_arg(regs, 0), reg_arg(regs, 1), ctx.arg(1), service);
+    0
+}
+
+/// accept and accept4 (TCP and unix).
+#[raw_tracepoint]
+pub fn sys_exit_accept(ctx: RawTracePointContext) -> i32 {
+    let Some(ExitArgs { n, service }) = exit_args() else {
+        return 0;
+    };
+    crate::net::accept_exit(n, ctx.arg(1), service);
+    0
+}
+
+/// bind and listen.
+#[raw_tracepoint]
+pub fn sys_exit_bind(ctx: RawTracePointContext) -> i32 {
+    let Some(ExitArgs { n, service }) = exit_args() else {
+        return 0;
+    };
+    let regs: u64 = ctx.arg(0);
+    crate::net::bind_exit(n, reg_arg(regs, 0), ctx.arg(1), service);
+    0
+}
+
+/// The open family, rename, unlink, mkdir, chmod, ...: events with paths.
+#[raw_tracepoint]
+pub fn sys_exit_path(ctx: RawTracePointContext) -> i32 {
+    let Some(ExitArgs { n, service }) = exit_args() else {
+        return 0;
+    };
+    let (tgid, _) = ids();
+    path_syscall_exit(
+        n,
+        ctx.arg(0),
+        ctx.arg(1),
+        ((tgid as u64) << 32) | service as u64,
+        kernel::current_task(),
+    );
+    0
 }
 
 /// The path and descriptor syscalls (open family, rename, unlink, ...): out of line, so

@@ -7,7 +7,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 /// Events to userspace.
@@ -91,3 +91,13 @@ pub fn tracked(tgid: u32) -> Option<u32> {
     // SAFETY: plain u32 value, read once.
     unsafe { TRACKED.get(&tgid).copied() }
 }
+
+/// The parts of `sys_exit`, one program per syscall group (`file::part`), filled by the
+/// agent after load.
+#[map]
+pub static SYS_EXIT_PARTS: ProgramArray =
+    ProgramArray::with_max_entries(crate::file::part::COUNT, 0);
+
+/// The syscall number and service `sys_exit` found, for the part it tail-calls.
+#[map]
+pub static SYS_EXIT_ARGS: PerCpuArray<crate::file::ExitArgs> = PerCpuArray::with_max_entries(1, 0);

@@ -58,97 +58,103 @@ fn emit(mut ev: Ev, sk: u64, fd: i64, ret: i64, flags: u32, a: &NetAddrs, syscal
     ev.submit();
 }
 
-/// A socket syscall of a tracked process returned. Out of line: at most five
-/// arguments, verified once.
+/// A connect() of a tracked process returned (from `sys_exit_connect`).
 #[inline(never)]
-pub fn net_exit(n: u64, fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u32 {
+pub fn connect_exit(fd_arg: u64, addr_arg: u64, ret: i64, service: u32) -> u32 {
+    let n = nr::CONNECT;
     let task = kernel::current_task();
-    match n {
-        nr::CONNECT => {
-            let Ok(sk) = kernel::fd_sock(task, fd_arg) else {
-                return 0;
-            };
-            let (family, protocol, ty) = kernel::sock_kind(sk);
-            match kernel::classify(family, ty) {
-                SockClass::Tcp => {}
-                SockClass::UnixStream => {
-                    crate::unix::opened(sk, fd_arg as i64, ret, false, service, task);
-                    return 0;
-                }
-                _ => return 0,
-            }
-            let mut a = kernel::sock_addrs_of(sk, family, protocol);
-            if ret < 0 && ret != -EINPROGRESS {
-                // A failed connect: the socket no longer has its destination.
-                requested_remote(&mut a, addr_arg);
-            }
-            let mut owner = event::owner_here(service, task, ev_flag::OUTBOUND);
-            if ret == -EINPROGRESS {
-                // Non-blocking: the handshake ends later (or already did, on loopback).
-                owner.pending_connect = 1;
-                if SOCKS.insert(&sk, &owner, 0).is_err() {
-                    count(stat::SOCK_FULL);
-                    return 0;
-                }
-                let state: u8 = read(sk, off!(sk_state)).unwrap_or(0);
-                if state as i32 == TCP_SYN_SENT {
-                    return 0;
-                }
-                connect_outcome(sk, state as i32, slot::SYS_EXIT);
-                return 0;
-            }
-            if ret == 0 && SOCKS.insert(&sk, &owner, 0).is_err() {
-                count(stat::SOCK_FULL);
-            }
-            if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner, slot::SYS_EXIT) {
-                emit(ev, sk, fd_arg as i64, ret, ev_flag::OUTBOUND, &a, n);
-            }
+    let Ok(sk) = kernel::fd_sock(task, fd_arg) else {
+        return 0;
+    };
+    let (family, protocol, ty) = kernel::sock_kind(sk);
+    match kernel::classify(family, ty) {
+        SockClass::Tcp => {}
+        SockClass::UnixStream => {
+            crate::unix::opened(sk, fd_arg as i64, ret, false, service, task);
+            return 0;
         }
-        nr::ACCEPT | nr::ACCEPT4 => {
-            if ret < 0 {
-                return 0;
-            }
-            let Ok(sk) = kernel::fd_sock(task, ret as u64) else {
-                return 0;
-            };
-            let (family, protocol, ty) = kernel::sock_kind(sk);
-            match kernel::classify(family, ty) {
-                SockClass::Tcp => {}
-                SockClass::UnixStream => {
-                    crate::unix::opened(sk, ret, ret, true, service, task);
-                    return 0;
-                }
-                _ => return 0,
-            }
-            let a = kernel::sock_addrs_of(sk, family, protocol);
-            let owner = event::owner_here(service, task, ev_flag::INBOUND);
-            if SOCKS.insert(&sk, &owner, 0).is_err() {
-                count(stat::SOCK_FULL);
-            }
-            if let Some(ev) = event::begin_owner(op::NET_ACCEPT, &owner, slot::SYS_EXIT) {
-                emit(ev, sk, ret, ret, ev_flag::INBOUND, &a, n);
-            }
+        _ => return 0,
+    }
+    let mut a = kernel::sock_addrs_of(sk, family, protocol);
+    if ret < 0 && ret != -EINPROGRESS {
+        // A failed connect: the socket no longer has its destination.
+        requested_remote(&mut a, addr_arg);
+    }
+    let mut owner = event::owner_here(service, task, ev_flag::OUTBOUND);
+    if ret == -EINPROGRESS {
+        // Non-blocking: the handshake ends later (or already did, on loopback).
+        owner.pending_connect = 1;
+        if SOCKS.insert(&sk, &owner, 0).is_err() {
+            count(stat::SOCK_FULL);
+            return 0;
         }
-        _ => {
-            // bind, listen: the address as the socket has it afterwards (bind to port 0
-            // gets its port here).
-            let Ok(sk) = kernel::fd_sock(task, fd_arg) else {
-                return 0;
-            };
-            let (family, _, _) = kernel::sock_kind(sk);
-            if family != AF_INET && family != AF_INET6 {
-                return 0;
-            }
-            let a = kernel::sock_addrs(sk);
-            let kind = if n == nr::BIND {
-                op::NET_BIND
-            } else {
-                op::NET_LISTEN
-            };
-            if let Some(ev) = event::begin(kind, service, task, slot::SYS_EXIT) {
-                emit(ev, sk, fd_arg as i64, ret, 0, &a, n);
-            }
+        let state: u8 = read(sk, off!(sk_state)).unwrap_or(0);
+        if state as i32 == TCP_SYN_SENT {
+            return 0;
         }
+        connect_outcome(sk, state as i32, slot::SYS_EXIT);
+        return 0;
+    }
+    if ret == 0 && SOCKS.insert(&sk, &owner, 0).is_err() {
+        count(stat::SOCK_FULL);
+    }
+    if let Some(ev) = event::begin_owner(op::NET_CONNECT, &owner, slot::SYS_EXIT) {
+        emit(ev, sk, fd_arg as i64, ret, ev_flag::OUTBOUND, &a, n);
+    }
+    0
+}
+
+/// An accept()/accept4() of a tracked process returned (from `sys_exit_accept`).
+#[inline(never)]
+pub fn accept_exit(n: u64, ret: i64, service: u32) -> u32 {
+    let task = kernel::current_task();
+    if ret < 0 {
+        return 0;
+    }
+    let Ok(sk) = kernel::fd_sock(task, ret as u64) else {
+        return 0;
+    };
+    let (family, protocol, ty) = kernel::sock_kind(sk);
+    match kernel::classify(family, ty) {
+        SockClass::Tcp => {}
+        SockClass::UnixStream => {
+            crate::unix::opened(sk, ret, ret, true, service, task);
+            return 0;
+        }
+        _ => return 0,
+    }
+    let a = kernel::sock_addrs_of(sk, family, protocol);
+    let owner = event::owner_here(service, task, ev_flag::INBOUND);
+    if SOCKS.insert(&sk, &owner, 0).is_err() {
+        count(stat::SOCK_FULL);
+    }
+    if let Some(ev) = event::begin_owner(op::NET_ACCEPT, &owner, slot::SYS_EXIT) {
+        emit(ev, sk, ret, ret, ev_flag::INBOUND, &a, n);
+    }
+    0
+}
+
+/// A bind() or listen() of a tracked process returned (from `sys_exit_bind`).
+#[inline(never)]
+pub fn bind_exit(n: u64, fd_arg: u64, ret: i64, service: u32) -> u32 {
+    let task = kernel::current_task();
+    // bind, listen: the address as the socket has it afterwards (bind to port 0
+    // gets its port here).
+    let Ok(sk) = kernel::fd_sock(task, fd_arg) else {
+        return 0;
+    };
+    let (family, _, _) = kernel::sock_kind(sk);
+    if family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
+    let a = kernel::sock_addrs(sk);
+    let kind = if n == nr::BIND {
+        op::NET_BIND
+    } else {
+        op::NET_LISTEN
+    };
+    if let Some(ev) = event::begin(kind, service, task, slot::SYS_EXIT) {
+        emit(ev, sk, fd_arg as i64, ret, 0, &a, n);
     }
     0
 }

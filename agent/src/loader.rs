@@ -1,7 +1,7 @@
 //! Loading the kernel programs and attaching them.
 
 use anyhow::{bail, Context as _};
-use aya::{programs::RawTracePoint, Ebpf, EbpfLoader};
+use aya::{maps::ProgramArray, programs::RawTracePoint, Ebpf, EbpfLoader};
 
 /// The compiled kernel programs (built by build.rs).
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -82,6 +82,28 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
     let mut attached = Vec::new();
     let mut links: Vec<Box<dyn Send>> = Vec::new();
 
+    // The parts `sys_exit` tail-calls (one per syscall group, each verified on its
+    // own), loaded and put into its program array before anything is attached.
+    let mut parts = Vec::new();
+    for (i, prog) in SYS_EXIT_PARTS.iter().enumerate() {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(prog)
+            .with_context(|| format!("program {prog} missing from the object"))?
+            .try_into()?;
+        p.load()
+            .with_context(|| format!("verifier rejected {prog}"))?;
+        parts.push((i as u32, p.fd()?.try_clone()?));
+    }
+    let mut array: ProgramArray<_> = ebpf
+        .map_mut("SYS_EXIT_PARTS")
+        .context("map SYS_EXIT_PARTS missing from the object")?
+        .try_into()?;
+    for (i, fd) in &parts {
+        array
+            .set(*i, fd, 0)
+            .with_context(|| format!("setting sys_exit part {i}"))?;
+    }
+
     // Scheduler tracepoints for the process tree, then the two raw syscall tracepoints
     // that every file, close and read/write syscall goes through.
     // Each program is named after the raw tracepoint it attaches to.
@@ -99,6 +121,13 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
         links.push(Box::new(p.take_link(id)?));
         attached.push(format!("raw_tp/{tracepoint}"));
     }
+    if std::env::var_os("GT_VERIFIER_STATS").is_some() {
+        for prog in SYS_EXIT_PARTS.iter().chain(PROGRAMS_LOADED.iter()) {
+            if let Some(n) = verified_insns(&ebpf, prog) {
+                eprintln!("groundtruth-agent: verifier processed {n} instructions for {prog}");
+            }
+        }
+    }
     Ok(Loaded {
         links: Links(links),
         ebpf,
@@ -110,6 +139,16 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
 /// that CPU (`bpf_prog_info.recursion_misses`, 5.12+): events that were never produced,
 /// so they are not in the lost counts. `None` when the kernel does not say.
 pub fn recursion_misses(ebpf: &Ebpf, prog: &str) -> Option<u64> {
+    prog_info(ebpf, prog).map(|i| i.recursion_misses)
+}
+
+/// Instructions the verifier processed to accept `prog` (`bpf_prog_info.verified_insns`,
+/// 5.16+; its limit is 1 million): how close a program is to being refused.
+pub fn verified_insns(ebpf: &Ebpf, prog: &str) -> Option<u32> {
+    prog_info(ebpf, prog).map(|i| i.verified_insns)
+}
+
+fn prog_info(ebpf: &Ebpf, prog: &str) -> Option<aya_obj::generated::bpf_prog_info> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let fd = ebpf.program(prog)?.fd().ok()?.as_fd().as_raw_fd();
     // SAFETY: zeroed plain-integer struct; the kernel fills at most `info_len` bytes.
@@ -135,10 +174,21 @@ pub fn recursion_misses(ebpf: &Ebpf, prog: &str) -> Option<u64> {
             std::mem::size_of::<Attr>(),
         )
     };
-    (r == 0).then_some(info.recursion_misses)
+    (r == 0).then_some(info)
 }
 
 /// Every program the agent loads, named after the raw tracepoint it attaches to.
+/// The programs `sys_exit` tail-calls, in the order of their index in `SYS_EXIT_PARTS`
+/// (agent-ebpf's `file::part`). Loaded, not attached.
+pub const SYS_EXIT_PARTS: [&str; 6] = [
+    "sys_exit_io",
+    "sys_exit_udp",
+    "sys_exit_connect",
+    "sys_exit_accept",
+    "sys_exit_bind",
+    "sys_exit_path",
+];
+
 pub const PROGRAMS_LOADED: [&str; 9] = [
     "sched_process_fork",
     "sched_process_exec",

@@ -463,6 +463,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         ("sock_map_full", stat::SOCK_FULL),
         ("udp_flow_map_full", stat::FLOW_FULL),
         ("mmsg_messages_beyond_8_not_in_flows", stat::MMSG_BEYOND_8),
+        ("sys_exit_tail_calls_failed", stat::TAIL_CALL_FAILED),
     ] {
         let n: u64 = per_cpu(&stats, idx).values().sum();
         if n > 0 {
