@@ -59,7 +59,7 @@ ip link set lo up 2>/dev/null
 echo "GT-VM kernel $(cat /proc/sys/kernel/osrelease)"
 mkdir -p /work/sub /work/other
 cd /work
-/bin/groundtruth-agent record --out /tmp/trail --service vm -- /bin/sh -c \
+GT_VERIFIER_STATS=1 /bin/groundtruth-agent record --out /tmp/trail --service vm -- /bin/sh -c \
   '/bin/gt-workload write:a.txt:123 chdir:sub write:../rel.txt:7 openat:/work/other:n.txt:5 rename:../a.txt:../b.txt unlink:../b.txt' \
   > /tmp/agent.out 2> /tmp/agent.err
 echo "GT-VM agent-exit $?"
@@ -74,12 +74,14 @@ echo "GT-VM verify-exit $?"
 # The network workload, recorded on its own. Since 7.2 the kernel runs syscall
 # tracepoint programs preemptibly and skips a run that would nest in a preempted one
 # (the agent reports each skip; docs/kernels.md). An attempt that reports skips is
-# repeated, up to 3 attempts in all. The preemption model is printed for the record.
+# repeated with the workload under SCHED_FIFO (no preemption by its own processes),
+# up to 3 attempts in all. The preemption model is printed for the record.
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+sched=""
 for n in 1 2 3; do
-  echo "GT-VM preempt $(cat /sys/kernel/debug/sched/preempt 2>/dev/null)"
+  echo "GT-VM preempt $(cat /sys/kernel/debug/sched/preempt 2>/dev/null) ${sched:-default}"
   /bin/groundtruth-agent record --out /tmp/net$n --service vm -- \
-    /bin/gt-workload tcp:127.0.0.1:1000:2500 tcp:__1:300:700 udp:127.0.0.1:100:200:3 unix:@gtvm:11:22 \
+    /bin/gt-workload $sched tcp:127.0.0.1:1000:2500 tcp:__1:300:700 udp:127.0.0.1:100:200:3 unix:@gtvm:11:22 \
     > /dev/null 2> /tmp/net$n.err
   rc=$?
   echo "GT-VM-NET-BEGIN $n"
@@ -88,6 +90,7 @@ for n in 1 2 3; do
   /bin/groundtruth events /tmp/net$n --format jsonl --no-verify 2>/dev/null
   echo "GT-VM-NET-END $n"
   grep -q "the kernel skipped" /tmp/net$n.err || break
+  sched=fifo
 done
 poweroff -f
 "#;
@@ -291,6 +294,21 @@ fn initramfs(out: &Path) -> anyhow::Result<PathBuf> {
 struct Outcome {
     kernel: String,
     checks: Vec<(String, Result<(), String>)>,
+    /// The program the verifier processed most instructions for, and how many.
+    verifier: Option<(String, u64)>,
+}
+
+/// From the agent's `GT_VERIFIER_STATS` lines: the program closest to the verifier's
+/// limit.
+fn largest_verification(console: &str) -> Option<(String, u64)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("verifier processed ")?.1;
+            let (n, prog) = rest.split_once(" instructions for ")?;
+            Some((prog.trim().to_string(), n.parse().ok()?))
+        })
+        .max_by_key(|(_, n)| *n)
 }
 
 fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
@@ -600,11 +618,17 @@ pub fn vm_test(args: &[String]) -> anyhow::Result<()> {
         outcomes.push(Outcome {
             kernel: value_after(&console, "GT-VM kernel ").unwrap_or_else(|| short.to_string()),
             checks,
+            verifier: largest_verification(&console),
         });
     }
     let mut failed = 0;
     for o in &outcomes {
         println!("\n== kernel {} ==", o.kernel);
+        if let Some((prog, n)) = &o.verifier {
+            println!(
+                "  info  largest verification: {prog}, {n} of the verifier's 1000000 instructions"
+            );
+        }
         for (name, r) in &o.checks {
             match r {
                 Ok(()) => println!("  pass  {name}"),

@@ -6,6 +6,9 @@
 //!   write:PATH:N        open(O_CREAT|O_WRONLY|O_TRUNC), write N bytes, close
 //!   read:PATH           open, read to the end, close
 //!   chdir:DIR           change directory
+//!   fifo                run this process (and the children it forks afterwards) under
+//!                       SCHED_FIFO priority 10: no fair-class task preempts it in the
+//!                       kernel (the kernel matrix uses it, docs/kernels.md)
 //!   openat:DIR:NAME:N   open DIR, openat(dirfd, NAME, create), write N bytes, close both
 //!   rename:A:B  unlink:P  mkdir:P  rmdir:P
 //!   missing:P           open a path that must not exist (fails with ENOENT)
@@ -127,6 +130,14 @@ fn run(op: &str) -> Result<(), String> {
         "write" => io(write_file(arg(1)?, num(2)?)),
         "read" => io(std::fs::read(arg(1)?).map(|_| ())),
         "chdir" => io(std::env::set_current_dir(arg(1)?)),
+        "fifo" => {
+            let p = libc::sched_param { sched_priority: 10 };
+            // SAFETY: valid sched_param; pid 0 is this process.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
+                return Err(format!("{op}: {}", std::io::Error::last_os_error()));
+            }
+            Ok(())
+        }
         "openat" => {
             let dir = std::fs::File::open(arg(1)?).map_err(|e| format!("{op}: {e}"))?;
             use std::os::fd::AsRawFd;
