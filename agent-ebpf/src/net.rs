@@ -194,12 +194,24 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     };
     let new = ctx.arg::<u64>(2) as i32;
     if owner.pending_connect != 0 {
-        if new == TCP_ESTABLISHED || new == TCP_CLOSE {
-            connect_outcome(sk, new, slot::SOCK);
+        let old = ctx.arg::<u64>(1) as i32;
+        if new == TCP_SYN_SENT {
+            return 0;
         }
-        return 0;
-    }
-    if new != TCP_CLOSE {
+        if new == TCP_CLOSE && (old == TCP_SYN_SENT || old == TCP_CLOSE) {
+            // The handshake failed.
+            connect_outcome(sk, new, slot::SOCK);
+            return 0;
+        }
+        // Out of SYN_SENT to anything but CLOSE means the handshake completed. Usually
+        // that is the ESTABLISHED transition itself; a later one means the kernel
+        // skipped this program's run for it (another run active on that CPU): report
+        // the connect now, as connected, never as a failure.
+        connect_outcome(sk, TCP_ESTABLISHED, slot::SOCK);
+        if new != TCP_CLOSE {
+            return 0;
+        }
+    } else if new != TCP_CLOSE {
         return 0;
     }
     let _ = SOCKS.remove(&sk);
