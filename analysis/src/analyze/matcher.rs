@@ -375,6 +375,7 @@ pub struct Matcher<'x> {
     drops: VecDeque<(i64, u64)>,
     held: usize,
     watermark: i64,
+    services: HashMap<Arc<str>, ServiceOutcome>,
     pub out: Outcome,
 }
 
@@ -397,6 +398,7 @@ impl<'x> Matcher<'x> {
             drops: VecDeque::new(),
             held: 0,
             watermark: i64::MIN,
+            services: HashMap::default(),
             out,
         }
     }
@@ -456,7 +458,7 @@ impl<'x> Matcher<'x> {
 
     /// Add a kernel action.
     pub fn push_action(&mut self, a: Action) {
-        service_mut(&mut self.out.services, &a.service).actions += 1;
+        self.service(&a.service).actions += 1;
         let keys = Self::action_keys(&a);
         let deadline = a.end_ns.saturating_add(self.window);
         let conn = a.conn.as_ref().map(|c| (c.client, c.server));
@@ -501,7 +503,7 @@ impl<'x> Matcher<'x> {
 
     /// Add an audit record.
     pub fn push_record(&mut self, r: Record) {
-        service_mut(&mut self.out.services, &r.service).records += 1;
+        self.service(&r.service).records += 1;
         let k = Self::record_key(&r);
         let deadline = r.time_ns.saturating_add(self.window);
         let id = self.insert(
@@ -539,6 +541,19 @@ impl<'x> Matcher<'x> {
         while !self.drops.is_empty() {
             self.drop_front();
         }
+        for (name, s) in self.services.drain() {
+            *service_mut(&mut self.out.services, &name) = s;
+        }
+    }
+
+    /// A service's counts while matching (hashed by name: the report's ordered map
+    /// compared names at every level, for every item). Merged into `out` by `finish`.
+    fn service(&mut self, name: &Arc<str>) -> &mut ServiceOutcome {
+        if !self.services.contains_key(name) {
+            let initial = self.out.services.remove(&**name).unwrap_or_default();
+            self.services.insert(name.clone(), initial);
+        }
+        self.services.get_mut(name).expect("inserted above")
     }
 
     fn decide_next(&mut self, t: i64, id: u64) {
@@ -736,7 +751,7 @@ impl<'x> Matcher<'x> {
                     None => unreachable!(),
                 };
                 self.out.skew.add(skew);
-                let s = service_mut(&mut self.out.services, &service);
+                let s = self.service(&service);
                 s.skew.add(skew);
                 s.records_matched += 1;
             } else {
@@ -753,7 +768,7 @@ impl<'x> Matcher<'x> {
                 let matched = a.state == State::Matched;
                 let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
                 let (service, class) = (a.a.service.clone(), a.a.class);
-                let s = service_mut(&mut self.out.services, &service);
+                let s = self.service(&service);
                 for c in [
                     s.coverage.entry(class).or_default(),
                     s.rules.entry(rule).or_default(),
