@@ -108,11 +108,16 @@ impl Record<'_> {
 
     /// A kernel-resolved path (components leaf first) as an absolute path.
     fn components(&self, i: usize) -> Option<(String, bool)> {
+        self.components_with(i, 0)
+    }
+
+    /// As [`Record::components`], with room for `extra` more bytes in the string.
+    fn components_with(&self, i: usize, extra: usize) -> Option<(String, bool)> {
         let (b, s) = self.slot(i)?;
         if s.kind != str_kind::COMPONENTS {
             return None;
         }
-        let mut path = String::with_capacity(b.len() + 1);
+        let mut path = String::with_capacity(b.len() + 1 + extra);
         for p in b.rsplit(|&c| c == 0) {
             if p.is_empty() || p == b"/" {
                 continue;
@@ -171,11 +176,18 @@ impl Record<'_> {
         let (requested, req_trunc) = self.raw(i)?;
         let (path, trunc) = if requested.starts_with('/') {
             (Some(normalize(&requested)), req_trunc)
-        } else if let Some((base, base_trunc)) = self.components(i + 1) {
-            (
-                Some(normalize(&format!("{base}/{requested}"))),
-                req_trunc || base_trunc,
-            )
+        } else if let Some((mut base, base_trunc)) = self.components_with(i + 1, requested.len() + 1)
+        {
+            // Joined in the base's own buffer (sized for it), normalised in place only
+            // when it needs it: one allocation per path instead of three.
+            if base != "/" {
+                base.push('/');
+            } else {
+                base.clear();
+                base.push('/');
+            }
+            base.push_str(&requested);
+            (Some(normalize_owned(base)), req_trunc || base_trunc)
         } else {
             (None, true)
         };
@@ -191,14 +203,29 @@ impl Record<'_> {
 /// Lexical normalisation of an absolute path: `.` and empty components dropped, `..`
 /// removes the previous component (never above `/`).
 pub fn normalize(path: &str) -> String {
-    let already = path == "/"
+    if is_normal(path) {
+        return path.to_string();
+    }
+    normalized(path)
+}
+
+/// [`normalize`] of an owned path, returned as it is when already normal.
+pub fn normalize_owned(path: String) -> String {
+    if is_normal(&path) {
+        return path;
+    }
+    normalized(&path)
+}
+
+fn is_normal(path: &str) -> bool {
+    path == "/"
         || (path.starts_with('/')
             && !path[1..]
                 .split('/')
-                .any(|c| c.is_empty() || c == "." || c == ".."));
-    if already {
-        return path.to_string();
-    }
+                .any(|c| c.is_empty() || c == "." || c == ".."))
+}
+
+fn normalized(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -1010,6 +1037,8 @@ mod tests {
         assert_eq!(normalize("/a/./b/../c//d/"), "/a/c/d");
         assert_eq!(normalize("/../.."), "/");
         assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize_owned("/a/./b/../c".into()), "/a/c");
+        assert_eq!(normalize_owned("/a/b".into()), "/a/b");
     }
 
     #[test]
