@@ -12,7 +12,7 @@ use agent_common::{
     ev_flag, op, str_flag, str_kind, syscalls, NetAddrs, RawEvent, StrRef, MAX_STRS,
     NET_ADDRS_SIZE, RAW_EVENT_SIZE,
 };
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use trail::event::{activity, class, direction, status, Shared};
 use trail::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
 
@@ -306,11 +306,11 @@ impl Decoder {
         Self {
             boot_to_wall_ns,
             services: services.into_iter().map(Shared::from).collect(),
-            procs: HashMap::new(),
-            fds: HashMap::new(),
+            procs: HashMap::default(),
+            fds: HashMap::default(),
             agent_seq: 0,
-            connections: HashMap::new(),
-            exited: HashMap::new(),
+            connections: HashMap::default(),
+            exited: HashMap::default(),
             exited_order: std::collections::VecDeque::new(),
             next_connection: 0,
         }
