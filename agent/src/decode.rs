@@ -176,7 +176,8 @@ impl Record<'_> {
         let (requested, req_trunc) = self.raw(i)?;
         let (path, trunc) = if requested.starts_with('/') {
             (Some(normalize(&requested)), req_trunc)
-        } else if let Some((mut base, base_trunc)) = self.components_with(i + 1, requested.len() + 1)
+        } else if let Some((mut base, base_trunc)) =
+            self.components_with(i + 1, requested.len() + 1)
         {
             // Joined in the base's own buffer (sized for it), normalised in place only
             // when it needs it: one allocation per path instead of three.

@@ -488,6 +488,13 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
             .kernel_stats
             .insert("program_runs_skipped_by_kernel", skipped);
     }
+    writer.set_kernel_gaps(
+        summary
+            .kernel_stats
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+    );
     writer.set_lost(summary.lost.clone());
     writer.set_produced(produced);
     let fin = writer.finish()?;

@@ -120,6 +120,8 @@ fn file_activity_is_recorded_exactly() {
     assert_eq!(created, [true, false], "{twice:#?}");
     assert!(open[0].groundtruth.created && !open[1].groundtruth.created);
     assert_eq!(run.metadata[meta::LOST_TOTAL], "0");
+    // Nothing else the kernel side could not record either (skipped runs, full maps).
+    assert_eq!(run.metadata[meta::KERNEL_GAPS], "{}", "{}", run.stderr());
 }
 
 #[test]

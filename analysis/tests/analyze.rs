@@ -75,6 +75,12 @@ fn tcp(t: i64, service: &str, pid: u32, dir: i32) -> Event {
 /// orders: creates /srv/orders/1.json, writes 2.json, renames 1 -> 1.done, deletes 2;
 /// gateway connects to orders (8081), which accepts.
 fn trail(dir: &Path) {
+    trail_with_gaps(dir, None)
+}
+
+/// The test trail, optionally with events the kernel lost and other kernel gaps in its
+/// footer.
+fn trail_with_gaps(dir: &Path, gaps: Option<(u64, &[(&str, u64)])>) {
     let mut events = Vec::new();
     events.extend(write(T0, "orders", "/srv/orders/1.json", true));
     events.extend(write(T0 + 10 * MS, "orders", "/srv/orders/2.json", false));
@@ -104,6 +110,10 @@ fn trail(dir: &Path) {
     .unwrap();
     for e in events {
         w.push(e).unwrap();
+    }
+    if let Some((lost, gaps)) = gaps {
+        w.set_lost([(0u32, lost)].into_iter().collect());
+        w.set_kernel_gaps(gaps.iter().map(|(k, n)| (k.to_string(), *n)).collect());
     }
     w.finish().unwrap();
 }
@@ -605,4 +615,41 @@ fn a_log_read_from_a_pipe_loses_no_line_to_format_detection() {
         "the first record, read to detect ECS, is kept"
     );
     assert_eq!(v["logs"][0]["lines"], 6);
+}
+
+#[test]
+fn incomplete_kernel_evidence_is_reported_in_every_format() {
+    let c = case();
+    // The complete trail: no warning, empty gaps.
+    let (_, v) = json_run(&c, &orders_ecs(), &[]);
+    assert_eq!(v["trail"]["lost_events"], 0);
+    assert_eq!(v["trail"]["kernel_gaps"], json!({}));
+    let t = tempfile::tempdir().unwrap();
+    trail_with_gaps(
+        &t.path().join("trail"),
+        Some((3, &[("program_runs_skipped_by_kernel", 2)])),
+    );
+    let gapped = Case {
+        trail: t.path().join("trail").to_str().unwrap().into(),
+        dir: t.path().to_path_buf(),
+        _t: t,
+    };
+    let (code, v) = json_run(&gapped, &orders_ecs(), &[]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["trail"]["lost_events"], 3);
+    assert_eq!(
+        v["trail"]["kernel_gaps"],
+        json!({"program_runs_skipped_by_kernel": 2})
+    );
+    let o = write_log(&gapped.dir, "orders.jsonl", &orders_ecs());
+    let oa = format!("orders={o}");
+    for format in ["text", "junit"] {
+        let (_, out, err) = run(&[&gapped.trail, "--audit-log", &oa, "--format", format]);
+        assert!(
+            out.contains("kernel evidence is incomplete (3 events lost (ring buffer full), program_runs_skipped_by_kernel 2)"),
+            "{format}: {out} {err}"
+        );
+    }
+    let (_, out, _) = run(&[&c.trail, "--audit-log", &oa]);
+    assert!(!out.contains("incomplete"), "{out}");
 }

@@ -13,7 +13,10 @@ pub mod verify;
 pub mod writer;
 
 pub use event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
-pub use reader::{read_trail, segment_paths, stream_columns, stream_events, EventStream, Segment};
+pub use reader::{
+    completeness, read_trail, segment_paths, stream_columns, stream_events, Completeness,
+    EventStream, Segment,
+};
 pub use writer::{Finished, RunInfo, SealOptions, TrailWriter, WriterOptions};
 
 /// Footer metadata keys.
@@ -38,6 +41,11 @@ pub mod meta {
     pub const PRODUCED: &str = "groundtruth.produced";
     /// Total lost events since the start of the run when the segment was closed.
     pub const LOST_TOTAL: &str = "groundtruth.lost_total";
+    /// JSON object: what else the kernel side could not record, as counts since the
+    /// start of the run when the segment was closed (program runs the kernel skipped,
+    /// full maps, failed tail calls, unreadable strings; names in docs/schema.md). Only
+    /// nonzero counts; `{}` when everything was recorded.
+    pub const KERNEL_GAPS: &str = "groundtruth.kernel_gaps";
     /// Hex SHA-256 of the seal record before this segment's (the chain head when the
     /// segment was closed): a file taken out of its trail still names its place.
     pub const PREV_SEAL: &str = "groundtruth.prev_seal";

@@ -41,6 +41,65 @@ pub fn segment_paths(dir: &Path) -> Result<Vec<PathBuf>, TrailError> {
     Ok(paths)
 }
 
+/// What the kernel side of a recording could not capture, from the footer of its last
+/// segment (the counts are cumulative over the run).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Completeness {
+    /// Events the kernel could not deliver (`groundtruth.lost_total`).
+    pub lost_events: u64,
+    /// Other gaps by name (`groundtruth.kernel_gaps`), e.g.
+    /// `program_runs_skipped_by_kernel`.
+    pub kernel_gaps: BTreeMap<String, u64>,
+}
+
+impl Completeness {
+    pub fn complete(&self) -> bool {
+        self.lost_events == 0 && self.kernel_gaps.values().all(|n| *n == 0)
+    }
+}
+
+/// The [`Completeness`] of a trail, from its last segment's footer. Trails written before
+/// `groundtruth.kernel_gaps` existed read as having none.
+pub fn completeness(dir: &Path) -> Result<Completeness, TrailError> {
+    let paths = segment_paths(dir)?;
+    let last = paths.last().expect("segment_paths is never empty");
+    let file = File::open(last).map_err(|source| TrailError::Io {
+        path: last.clone(),
+        source,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| TrailError::Parquet {
+            path: last.clone(),
+            source,
+        })?;
+    let kv: BTreeMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let bad = |key: &str| {
+        TrailError::Schema(format!(
+            "{}: footer key {key} is not what the format says",
+            last.display()
+        ))
+    };
+    Ok(Completeness {
+        lost_events: match kv.get(crate::meta::LOST_TOTAL) {
+            Some(v) => v.parse().map_err(|_| bad(crate::meta::LOST_TOTAL))?,
+            None => 0,
+        },
+        kernel_gaps: match kv.get(crate::meta::KERNEL_GAPS) {
+            Some(v) => serde_json::from_str(v).map_err(|_| bad(crate::meta::KERNEL_GAPS))?,
+            None => BTreeMap::new(),
+        },
+    })
+}
+
 /// Read one segment, checking that it has the trail schema.
 pub fn read_segment(path: &Path) -> Result<Segment, TrailError> {
     let pq = |source| TrailError::Parquet {

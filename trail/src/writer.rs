@@ -115,6 +115,8 @@ pub struct TrailWriter {
     lost: BTreeMap<u32, u64>,
     /// Events numbered per CPU by the kernel, as last reported by the caller.
     produced: BTreeMap<u32, u64>,
+    /// Counts of what the kernel side could not record, by name (meta::KERNEL_GAPS).
+    kernel_gaps: BTreeMap<String, u64>,
     sealer: crate::seal::Sealer,
     first_key: String,
     /// When the oldest event not yet in an open segment arrived: a segment's age counts
@@ -159,6 +161,7 @@ impl TrailWriter {
             total_rows: 0,
             lost: BTreeMap::new(),
             produced: BTreeMap::new(),
+            kernel_gaps: BTreeMap::new(),
         })
     }
 
@@ -170,6 +173,12 @@ impl TrailWriter {
     /// Record how many events each CPU's kernel sequence counter numbered.
     pub fn set_produced(&mut self, produced: BTreeMap<u32, u64>) {
         self.produced = produced;
+    }
+
+    /// Record what else the kernel side could not record so far, by name (written into
+    /// footers as `groundtruth.kernel_gaps`; zero counts are left out).
+    pub fn set_kernel_gaps(&mut self, gaps: BTreeMap<String, u64>) {
+        self.kernel_gaps = gaps.into_iter().filter(|(_, n)| *n > 0).collect();
     }
 
     /// The public key that signs the first seal (hex): print it, keep it.
@@ -356,6 +365,10 @@ impl TrailWriter {
             (
                 meta::LOST_TOTAL,
                 self.lost.values().sum::<u64>().to_string(),
+            ),
+            (
+                meta::KERNEL_GAPS,
+                serde_json::to_string(&self.kernel_gaps).unwrap_or_default(),
             ),
         ];
         for (k, v) in kv {

@@ -327,7 +327,11 @@ const LANES: usize = 4;
 
 impl Lanes {
     fn push(&mut self, e: (i64, u64)) {
-        if let Some(run) = self.runs.iter_mut().find(|r| r.back().is_none_or(|b| *b <= e)) {
+        if let Some(run) = self
+            .runs
+            .iter_mut()
+            .find(|r| r.back().is_none_or(|b| *b <= e))
+        {
             run.push_back(e);
             return;
         }
@@ -1222,7 +1226,11 @@ mod tests {
             let s = (r % 7) as usize;
             heads[s] += (r >> 8) as i64 % 1000;
             // One in 50 keys far behind its stream.
-            let t = if r % 50 == 0 { heads[s] - 5_000 } else { heads[s] };
+            let t = if r % 50 == 0 {
+                heads[s] - 5_000
+            } else {
+                heads[s]
+            };
             lanes.push((t, id));
             want.push((t, id));
             // Pop now and then, as the matcher does while items arrive.

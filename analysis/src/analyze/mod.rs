@@ -332,12 +332,15 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         &mut wanted,
     );
     let fold_stats = folder.stats.clone();
+    let completeness = trail::completeness(&opts.dir).map_err(|e| e.to_string())?;
     let trail = report::TrailInfo {
         dir: opts.dir.display().to_string(),
         verified: !opts.verification_skipped,
         verification_skipped: opts.verification_skipped,
         run_id: opts.run_id.clone(),
         events: fold_stats.events,
+        lost_events: completeness.lost_events,
+        kernel_gaps: completeness.kernel_gaps,
     };
     let log_stats = logs.into_iter().map(|(l, _)| l.stats).collect();
     Ok(report::Report::build(

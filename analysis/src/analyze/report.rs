@@ -22,6 +22,37 @@ pub struct TrailInfo {
     pub verification_skipped: bool,
     pub run_id: Option<String>,
     pub events: u64,
+    /// What the kernel side could not record during the run (from the trail's last
+    /// footer): kernel actions missing from the trail, so an `unsupported` finding may be
+    /// one of them.
+    pub lost_events: u64,
+    pub kernel_gaps: std::collections::BTreeMap<String, u64>,
+}
+
+impl TrailInfo {
+    /// The warning the text report prints when the kernel evidence is incomplete.
+    pub fn incomplete(&self) -> Option<String> {
+        let mut parts: Vec<String> = Vec::new();
+        if self.lost_events > 0 {
+            parts.push(format!(
+                "{} events lost (ring buffer full)",
+                self.lost_events
+            ));
+        }
+        parts.extend(
+            self.kernel_gaps
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}")),
+        );
+        (!parts.is_empty()).then(|| {
+            format!(
+                "WARNING: the kernel evidence is incomplete ({}): an unsupported finding may be \
+                 an action the kernel could not record",
+                parts.join(", ")
+            )
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -251,6 +282,9 @@ pub fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         human_ns(r.window_ns),
         r.expectations
     )?;
+    if let Some(w) = r.trail.incomplete() {
+        writeln!(out, "{w}")?;
+    }
     for l in &r.logs {
         writeln!(
             out,
@@ -438,7 +472,10 @@ pub fn print_junit(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
                 .map(text)
                 .collect(),
             kind: "unsupported",
-            detail: format!("{}/{} records backed", s.records_supported, s.records),
+            detail: match r.trail.incomplete() {
+                Some(w) => format!("{}/{} records backed; {w}", s.records_supported, s.records),
+                None => format!("{}/{} records backed", s.records_supported, s.records),
+            },
         });
         suites.push((s.service.clone(), cases));
     }
