@@ -49,6 +49,21 @@ pub fn print_text(out: &mut impl Write, dir: &std::path::Path, r: &Report) -> st
             .map(|k| format!(" (certified by {k})"))
             .unwrap_or_default()
     )?;
+    // Not integrity, but what a reader of a verified trail must know next to `lost`.
+    if let Ok(c) = trail::completeness(dir) {
+        if !c.kernel_gaps.is_empty() {
+            let gaps: Vec<String> = c
+                .kernel_gaps
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            writeln!(
+                out,
+                "kernel gaps (not recorded by the kernel side): {}",
+                gaps.join(", ")
+            )?;
+        }
+    }
     if r.ok() && !r.anchored {
         writeln!(
             out,

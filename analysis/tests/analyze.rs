@@ -653,3 +653,17 @@ fn incomplete_kernel_evidence_is_reported_in_every_format() {
     let (_, out, _) = run(&[&c.trail, "--audit-log", &oa]);
     assert!(!out.contains("incomplete"), "{out}");
 }
+
+#[test]
+fn verify_names_the_kernel_gaps() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("trail");
+    trail_with_gaps(&dir, Some((0, &[("fd_map_full", 5)])));
+    let o = Command::new(BIN).arg("verify").arg(&dir).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("kernel gaps (not recorded by the kernel side): fd_map_full 5"),
+        "{out}"
+    );
+}
