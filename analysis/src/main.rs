@@ -24,10 +24,11 @@ const ANALYZE_HELP: &str = "EXAMPLES:
   groundtruth analyze trail/ --audit-log app=app.log --mapping app=app-mapping.toml \
       --expect expectations.toml --format junit --output analyze.xml
 
-AUDIT LOGS are JSON Lines. Built-in mappings: ECS (`@timestamp`, `event.action`,
+AUDIT LOGS are read line by line. Built-in mappings (JSON Lines): ECS (`@timestamp`, `event.action`,
 `file.path`, `destination.ip`/`port`, `process.pid`) and OCSF (`time`, `class_uid`,
 `activity_id`, `file.path`, `dst_endpoint`, `actor.process.pid`), detected from the first
-record; any other shape with a TOML mapping file (--mapping; format in docs/analysis.md).
+record; any other JSON shape, or logfmt lines (key=value), with a TOML mapping file
+(--mapping; format in docs/analysis.md).
 
 WITHOUT --expect, these must be audited: file creates, writes, deletes and renames outside
 system and temporary paths (/tmp, /var/tmp, /run, /usr, /lib*, /bin, /sbin, /boot,

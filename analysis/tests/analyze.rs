@@ -667,3 +667,73 @@ fn verify_names_the_kernel_gaps() {
         "{out}"
     );
 }
+
+#[test]
+fn logfmt_logs_through_a_mapping() {
+    let c = case();
+    let mapping = c.dir.join("logfmt.toml");
+    std::fs::write(
+        &mapping,
+        r#"
+format = "logfmt"
+[time]
+field = "time"
+[action]
+field = "event"
+[action.classes]
+"file.create" = ["order.created"]
+"file.write" = ["order.updated"]
+"file.rename" = ["order.archived"]
+"file.delete" = ["order.deleted"]
+"network.accept" = ["request"]
+[fields]
+path = "file.path"
+old_path = "file.from"
+local_port = "port"
+"#,
+    )
+    .unwrap();
+    let lines = [
+        format!(r#"time={} level=info event=order.created file.path=/srv/orders/1.json msg="new order""#, ts(2)),
+        format!("time={} event=order.updated file.path=/srv/orders/2.json", ts(12)),
+        format!("time={} event=order.archived file.path=/srv/orders/1.done file.from=/srv/orders/1.json", ts(21)),
+        format!("time={} event=order.deleted file.path=/srv/orders/2.json", ts(31)),
+        format!("time={} event=request port=8081 remote=127.0.0.1", ts(41)),
+        format!("time={} event=user.login user=alice", ts(42)),
+    ];
+    let log = c.dir.join("orders.log");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let g = write_log(&c.dir, "gateway.jsonl", &gateway_ecs());
+    let (oa, ga, m) = (
+        format!("orders={}", log.display()),
+        format!("gateway={g}"),
+        format!("orders={}", mapping.display()),
+    );
+    let args = [
+        c.trail.as_str(),
+        "--audit-log",
+        &oa,
+        "--audit-log",
+        &ga,
+        "--mapping",
+        &m,
+    ];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, Some(0), "{out} {err}");
+    // One line broken: the error names the file, the line and what was expected.
+    let mut broken = lines.to_vec();
+    broken[3] = format!(
+        r#"time={} event=order.deleted file.path="/srv/orders/2.json"#,
+        ts(31)
+    );
+    std::fs::write(&log, broken.join("\n") + "\n").unwrap();
+    let (code, _, err) = run(&args);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4: expected logfmt key=value pairs (a closing quote",
+            log.display()
+        )),
+        "{err}"
+    );
+}

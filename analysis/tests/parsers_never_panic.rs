@@ -26,6 +26,7 @@ const SEEDS: &[&str] = &[
     r#"{"t":1e300,"a":{"b":"r"},"p":"rel/../../x","o":"/old"}"#,
     "[time]\nfield='t'\nformat='epoch_ms'\n[action]\nfield='a'\n[action.classes]\n'file.read'=['r']\n",
     "[[rule]]\nservice='o'\nclasses=['file.write','network.connect']\npaths=['/srv/**']\npeer_port=80\n[ignore]\npaths=['/x']\n",
+    r#"t=1795838400.5 a.b=w p="/srv/o/\"1\".json" pid=9 flag x.addr=[::1]:80 msg="a\\b""#,
     "2026-02-29T23:59:60.999999999999+23:59",
     "1.5s",
 ];
@@ -33,7 +34,7 @@ const SEEDS: &[&str] = &[
 #[test]
 fn random_and_mutated_input_never_panics() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let alphabet: &[u8] = b"{}[]\":,.-+eE0123456789 \n\\/@aZ\xff\x00tT:";
+    let alphabet: &[u8] = b"{}[]\":,.-+eE0123456789 \n\\/@aZ\xff\x00tT:=\t";
     for i in 0..20_000 {
         let mut b: Vec<u8> = SEEDS[i % SEEDS.len()].as_bytes().to_vec();
         for _ in 0..=rng.below(8) {

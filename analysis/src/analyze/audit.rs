@@ -39,9 +39,14 @@ impl Mapping {
     }
 }
 
-/// A TOML mapping file: where a JSON record keeps its time, its action and its resource.
+/// A TOML mapping file: where a record keeps its time, its action and its resource.
+/// Records are JSON objects, or with `format = "logfmt"` lines of `key=value` pairs
+/// (values bare or "quoted" with `\"` and `\\` escapes; a key alone means `true`),
+/// whose keys the fields name as they are (dots included).
 ///
 /// ```toml
+/// format = "json"           # json (default) | logfmt
+///
 /// [time]
 /// field = "ts"              # dotted path into the object ("a.b" = {"a":{"b":..}} or {"a.b":..})
 /// format = "epoch_ms"       # rfc3339 | epoch_s | epoch_ms | epoch_us | epoch_ns | auto
@@ -66,6 +71,7 @@ impl Mapping {
 #[derive(Debug)]
 pub struct CustomMapping {
     pub source: PathBuf,
+    line_format: LineFormat,
     time_field: String,
     time_format: time::TimeFormat,
     action_field: String,
@@ -87,9 +93,20 @@ struct Fields {
     pid: Option<String>,
 }
 
+/// How a custom-mapped log writes a record on its line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    #[default]
+    Json,
+    Logfmt,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MappingFile {
+    #[serde(default)]
+    format: LineFormat,
     time: TimeSpec,
     action: ActionSpec,
     #[serde(default)]
@@ -153,6 +170,7 @@ impl CustomMapping {
         }
         Ok(CustomMapping {
             source: path.to_path_buf(),
+            line_format: f.format,
             time_field: f.time.field,
             time_format: f.time.format,
             action_field: f.action.field,
@@ -399,6 +417,11 @@ fn path_claim(class: Class, path: Option<&str>, what: &str) -> Result<Claim, Str
 
 /// Parse one line (already known not to be blank). `Err` says what was expected.
 pub fn parse_line(mapping: &Mapping, o: &Origin) -> Result<Parsed, String> {
+    if let Mapping::Custom(m) = mapping {
+        if m.line_format == LineFormat::Logfmt {
+            return custom(m, &logfmt(o.text)?, o);
+        }
+    }
     let v: Value = serde_json::from_str(o.text).map_err(|e| format!("a JSON object ({e})"))?;
     if !v.is_object() {
         return Err(format!("a JSON object, found {}", kind(&v)));
@@ -645,6 +668,72 @@ fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
         c
     };
     Ok(record(o, t, class, claim, pid))
+}
+
+/// A logfmt line as a JSON object of strings (keys as written, dots included; a key
+/// without `=` is `"true"`). `Err` says what was expected.
+pub fn logfmt(line: &str) -> Result<Value, String> {
+    let mut o = Map::new();
+    let b = line.trim_end_matches(['\r', '\n']);
+    let mut it = b.char_indices().peekable();
+    let expected =
+        |what: &str, at: usize| format!("logfmt key=value pairs ({what} at column {})", at + 1);
+    loop {
+        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = it.peek() else { break };
+        while it
+            .next_if(|(_, c)| !c.is_whitespace() && *c != '=' && *c != '"')
+            .is_some()
+        {}
+        let end = it.peek().map_or(b.len(), |(i, _)| *i);
+        if end == start {
+            return Err(expected("a key", start));
+        }
+        let key = &b[start..end];
+        let value = match it.peek() {
+            Some((_, '=')) => {
+                it.next();
+                match it.peek() {
+                    Some(&(q, '"')) => {
+                        it.next();
+                        let mut v = String::new();
+                        loop {
+                            match it.next() {
+                                Some((_, '"')) => break,
+                                Some((_, '\\')) => match it.next() {
+                                    Some((_, 'n')) => v.push('\n'),
+                                    Some((_, 't')) => v.push('\t'),
+                                    Some((_, c)) => v.push(c),
+                                    None => return Err(expected("a closing quote", q)),
+                                },
+                                Some((_, c)) => v.push(c),
+                                None => return Err(expected("a closing quote", q)),
+                            }
+                        }
+                        if let Some(&(i, c)) = it.peek() {
+                            if !c.is_whitespace() {
+                                return Err(expected("a space after the quoted value", i));
+                            }
+                        }
+                        v
+                    }
+                    _ => {
+                        let vs = it.peek().map_or(b.len(), |(i, _)| *i);
+                        while it.next_if(|(_, c)| !c.is_whitespace()).is_some() {}
+                        let ve = it.peek().map_or(b.len(), |(i, _)| *i);
+                        b[vs..ve].to_string()
+                    }
+                }
+            }
+            Some(&(i, '"')) => return Err(expected("`=` before a quote", i)),
+            _ => "true".to_string(),
+        };
+        o.insert(key.to_string(), Value::String(value));
+    }
+    if o.is_empty() {
+        return Err("logfmt key=value pairs, found none".into());
+    }
+    Ok(Value::Object(o))
 }
 
 /// Guess a log's mapping from its first record: ECS has `@timestamp`, OCSF has
@@ -1019,6 +1108,68 @@ mod tests {
         .is_none());
         let e = parse(&Mapping::Ocsf, json!({"class_uid": 1001, "activity_id": 1})).unwrap_err();
         assert!(e.contains("time"), "{e}");
+    }
+
+    fn parse_text(m: &Mapping, text: &str) -> Result<Option<Record>, String> {
+        let o = Origin {
+            service: &"svc".into(),
+            file: &"log".into(),
+            line: 1,
+            text,
+        };
+        parse_line(m, &o).map(|p| match p {
+            Parsed::Record(r) => Some(*r),
+            Parsed::Ignored => None,
+        })
+    }
+
+    #[test]
+    fn logfmt_lines() {
+        let v = logfmt(r#"ts=2026-11-28T04:00:00.5Z level=info msg="order \"7\" saved\n" file.path=/o/1 dry_run pid=9 empty="""#).unwrap();
+        assert_eq!(
+            v,
+            json!({"ts": TS, "level": "info", "msg": "order \"7\" saved\n", "file.path": "/o/1", "dry_run": "true", "pid": "9", "empty": ""})
+        );
+        for (bad, want) in [
+            (r#"msg="never closed"#, "a closing quote at column 5"),
+            (r#"a=1 ="x""#, "a key at column 5"),
+            (r#"a="x"b=2"#, "a space after the quoted value at column 6"),
+            (r#"a"x""#, "`=` before a quote at column 2"),
+            ("   ", "found none"),
+        ] {
+            let e = logfmt(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let m = CustomMapping::parse(
+            Path::new("m.toml"),
+            "format = \"logfmt\"\n[time]\nfield = \"ts\"\n[action]\nfield = \"event\"\n\
+             [action.classes]\n\"file.write\" = [\"saved\"]\n[fields]\npath = \"file.path\"\npid = \"pid\"\n",
+        )
+        .unwrap();
+        let m = Mapping::Custom(Arc::new(m));
+        let r = parse_text(&m, &format!("ts={TS} event=saved file.path=/o/./1 pid=9"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.time_ns, r.class, r.claim.path.as_deref(), r.pid),
+            (T, Class::FileWrite, Some("/o/1"), Some(9))
+        );
+        // Epoch time written as text, with the default (auto) time format.
+        let r = parse_text(&m, "ts=1795838400.5 event=saved file.path=/o/1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.time_ns, T);
+        assert!(parse_text(&m, "ts=1795838400 event=other")
+            .unwrap()
+            .is_none());
+        let e = parse_text(&m, "ts=1795838400 event=saved file.path=\"/o").unwrap_err();
+        assert!(e.contains("closing quote"), "{e}");
+        let e = CustomMapping::parse(
+            Path::new("m.toml"),
+            "format = \"csv\"\n[time]\nfield = \"t\"\n[action]\nfield = \"a\"\n[action.classes]\n\"file.read\" = [\"r\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("csv"), "{e}");
     }
 
     #[test]

@@ -404,10 +404,27 @@ pub fn fuzz_parsers(data: &[u8]) {
             .expect("the fuzz mapping parses"),
         ))
     });
+    static LOGFMT: OnceLock<audit::Mapping> = OnceLock::new();
+    let logfmt = LOGFMT.get_or_init(|| {
+        audit::Mapping::Custom(Arc::new(
+            audit::CustomMapping::parse(
+                std::path::Path::new("fuzz-logfmt.toml"),
+                "format='logfmt'\n[time]\nfield='t'\n[action]\nfield='a.b'\n[action.classes]\n\
+                 'file.write'=['w']\n'network.connect'=['c']\n[fields]\npath='p'\n\
+                 peer_address='x.addr'\npid='pid'\n",
+            )
+            .expect("the fuzz logfmt mapping parses"),
+        ))
+    });
     let text = String::from_utf8_lossy(data);
     let service: Arc<str> = "svc".into();
     let file: Arc<str> = "fuzz".into();
-    for m in [audit::Mapping::Ecs, audit::Mapping::Ocsf, custom.clone()] {
+    for m in [
+        audit::Mapping::Ecs,
+        audit::Mapping::Ocsf,
+        custom.clone(),
+        logfmt.clone(),
+    ] {
         let o = audit::Origin {
             service: &service,
             file: &file,

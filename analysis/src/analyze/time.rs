@@ -36,7 +36,9 @@ impl TimeFormat {
 pub fn parse_value(v: &serde_json::Value, f: TimeFormat) -> Option<i64> {
     match v {
         serde_json::Value::String(s) => match f {
-            TimeFormat::Rfc3339 | TimeFormat::Auto => parse_rfc3339(s),
+            TimeFormat::Rfc3339 => parse_rfc3339(s),
+            // RFC 3339, or an epoch number written as text (logfmt values are text).
+            TimeFormat::Auto => parse_rfc3339(s).or_else(|| parse_epoch(s, f)),
             // Epoch numbers written as strings ("1700000000.5").
             _ => parse_epoch(s, f),
         },
