@@ -601,7 +601,7 @@ pub fn vm_test(args: &[String]) -> anyhow::Result<()> {
         let status = Command::new("timeout")
             .arg("900")
             .arg("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2"])
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "1"])
             .args(["-nographic", "-no-reboot", "-kernel"])
             .arg(&vmlinuz)
             .arg("-initrd")
