@@ -86,12 +86,7 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
     // own), loaded and put into its program array before anything is attached.
     let mut parts = Vec::new();
     for (i, prog) in SYS_EXIT_PARTS.iter().enumerate() {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(prog)
-            .with_context(|| format!("program {prog} missing from the object"))?
-            .try_into()?;
-        p.load()
-            .with_context(|| format!("verifier rejected {prog}"))?;
+        let p = load_raw(&mut ebpf, prog)?;
         parts.push((i as u32, p.fd()?.try_clone()?));
     }
     let mut array: ProgramArray<_> = ebpf
@@ -109,12 +104,7 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
     // Each program is named after the raw tracepoint it attaches to.
     for prog in PROGRAMS_LOADED {
         let tracepoint = prog;
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(prog)
-            .with_context(|| format!("program {prog} missing from the object"))?
-            .try_into()?;
-        p.load()
-            .with_context(|| format!("verifier rejected {prog}"))?;
+        let p = load_raw(&mut ebpf, prog)?;
         let id = p
             .attach(tracepoint)
             .with_context(|| format!("attaching raw tracepoint {tracepoint}"))?;
@@ -133,6 +123,17 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Loaded> {
         ebpf,
         attached,
     })
+}
+
+/// Load the raw tracepoint program `prog` of the object (verified here), not attached.
+fn load_raw<'a>(ebpf: &'a mut Ebpf, prog: &str) -> anyhow::Result<&'a mut RawTracePoint> {
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the object"))?
+        .try_into()?;
+    p.load()
+        .with_context(|| format!("verifier rejected {prog}"))?;
+    Ok(p)
 }
 
 /// Runs of `prog` the kernel skipped because another BPF program was already running on

@@ -72,16 +72,7 @@ pub fn completeness(dir: &Path) -> Result<Completeness, TrailError> {
             path: last.clone(),
             source,
         })?;
-    let kv: BTreeMap<String, String> = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let kv = footer(&builder);
     let bad = |key: &str| {
         TrailError::Schema(format!(
             "{}: footer key {key} is not what the format says",
@@ -100,6 +91,20 @@ pub fn completeness(dir: &Path) -> Result<Completeness, TrailError> {
     })
 }
 
+/// A segment's footer key-value metadata.
+fn footer(builder: &ParquetRecordBatchReaderBuilder<File>) -> BTreeMap<String, String> {
+    builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Read one segment, checking that it has the trail schema.
 pub fn read_segment(path: &Path) -> Result<Segment, TrailError> {
     let pq = |source| TrailError::Parquet {
@@ -111,16 +116,7 @@ pub fn read_segment(path: &Path) -> Result<Segment, TrailError> {
         source,
     })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
-    let metadata = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let metadata = footer(&builder);
     let expected = schema::schema();
     if builder.schema().fields() != expected.fields() {
         return Err(TrailError::Schema(format!(
