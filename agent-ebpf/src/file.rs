@@ -96,25 +96,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         // A state for another file: the descriptor was replaced (dup2 over it) after
         // its last use, and that replacement closed the old file implicitly.
         if st.file == cur {
-            emit_close(
-                &key,
-                &st,
-                service,
-                task,
-                0,
-                nr::CLOSE as u32,
-                slot::SYS_ENTER,
-            );
+            emit_close(&key, &st, service, task, nr::CLOSE as u32, slot::SYS_ENTER);
         } else {
-            emit_close(
-                &key,
-                &st,
-                service,
-                task,
-                ev_flag::IMPLICIT_CLOSE,
-                0,
-                slot::SYS_ENTER,
-            );
+            emit_close(&key, &st, service, task, 0, slot::SYS_ENTER);
         }
     }
     match kernel::file_sock(cur) {
@@ -499,15 +483,7 @@ fn open_exit(
         // O_CLOEXEC descriptor, dup2, close_range): report that close before reuse.
         // SAFETY: copied out immediately.
         if let Some(old) = unsafe { FDS.get(&key) }.copied() {
-            emit_close(
-                &key,
-                &old,
-                service,
-                task,
-                ev_flag::IMPLICIT_CLOSE,
-                0,
-                slot::SYS_EXIT,
-            );
+            emit_close(&key, &old, service, task, 0, slot::SYS_EXIT);
         }
         let state = FdState {
             bytes_read: 0,
@@ -554,21 +530,18 @@ fn open_exit(
     Ok(())
 }
 
+/// The Close of a descriptor: by `close()` (`syscall`), or, with `syscall` 0, one the
+/// kernel closed implicitly (dup2 over it, exec's O_CLOEXEC, close_range).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit_close(
-    key: &FdKey,
-    st: &FdState,
-    service: u32,
-    task: u64,
-    flags: u32,
-    syscall: u32,
-    slot: u32,
-) {
+fn emit_close(key: &FdKey, st: &FdState, service: u32, task: u64, syscall: u32, slot: u32) {
     if let Some(ev) = event::begin(op::CLOSE, service, task, slot) {
         let e = &mut ev.buf.ev;
         e.syscall = syscall;
-        e.ev_flags = flags;
+        e.ev_flags = if syscall == 0 {
+            ev_flag::IMPLICIT_CLOSE
+        } else {
+            0
+        };
         e.fd = key.fd as i32;
         e.bytes_read = st.bytes_read;
         e.bytes_written = st.bytes_written;
@@ -643,15 +616,7 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         // SAFETY: copied out before removal.
         let old = unsafe { *st };
         let _ = FDS.remove(&key);
-        emit_close(
-            &key,
-            &old,
-            service,
-            task,
-            ev_flag::IMPLICIT_CLOSE,
-            0,
-            slot::SYS_EXIT,
-        );
+        emit_close(&key, &old, service, task, 0, slot::SYS_EXIT);
     }
     if cur == 0 {
         return;
