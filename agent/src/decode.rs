@@ -181,10 +181,7 @@ impl Record<'_> {
         {
             // Joined in the base's own buffer (sized for it), normalised in place only
             // when it needs it: one allocation per path instead of three.
-            if base != "/" {
-                base.push('/');
-            } else {
-                base.clear();
+            if !base.ends_with('/') {
                 base.push('/');
             }
             base.push_str(&requested);
