@@ -8,8 +8,8 @@
 //! the same resource, within the window - a record with a pid prefers an action of that
 //! pid, then the nearest in time, then the earliest. What is left becomes a finding: a
 //! required action without a record is `unaudited`, a record without an action is
-//! `unsupported`. Items are kept one more window after their decision (so an
-//! unsupported record can name the nearest kernel action), then dropped: memory holds
+//! `unsupported`. A record is dropped at its decision; an action is kept one more
+//! window (so an unsupported record can name the nearest kernel action): memory holds
 //! about three windows of items, not the trail.
 
 use super::{expect::Expectations, Action, Class, Record};
@@ -563,7 +563,13 @@ impl<'x> Matcher<'x> {
     fn decide_next(&mut self, t: i64, id: u64) {
         self.queue.pop();
         self.decide(id);
-        self.drops.push_back((t.saturating_add(self.window), id));
+        // A decided record is nobody's candidate any more (only pending ones are): it
+        // goes now. An action stays one more window, for `nearest`.
+        if matches!(self.get(id), Some(Item::Record(_))) {
+            self.drop_item(id);
+        } else {
+            self.drops.push_back((t.saturating_add(self.window), id));
+        }
     }
 
     fn drop_front(&mut self) {
