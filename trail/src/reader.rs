@@ -403,6 +403,56 @@ mod tests {
         );
     }
 
+    /// Batches in which whole groups or optional columns are absent (written as one
+    /// null array each) read back like batches that have them.
+    #[test]
+    fn batches_without_some_groups_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WriterOptions {
+            batch_rows: 5,
+            ..Default::default()
+        };
+        let mut w = TrailWriter::create(dir.path(), RunInfo::default(), opts).unwrap();
+        let events: Vec<Event> = (0..40)
+            .map(|i| {
+                let mut e = sample(i);
+                // Batch k (rows 5k..5k+5): the groups of bit k are absent in it.
+                let k = i / 5;
+                if k & 1 != 0 {
+                    e.process = None;
+                    e.network = None;
+                }
+                if k & 2 != 0 {
+                    e.file = None;
+                    e.start_time_ns = None;
+                    e.end_time_ns = None;
+                    e.groundtruth.connection_id = None;
+                    e.groundtruth.socket_path = None;
+                    e.groundtruth.peer_pid = None;
+                }
+                if k & 4 == 0 && i % 2 == 1 {
+                    e.file_result = Some(FileRef {
+                        path: Some(format!("/tmp/new{i}")),
+                        ..Default::default()
+                    });
+                    e.groundtruth.mode = Some(0o644);
+                    e.groundtruth.owner_uid = Some(7);
+                    e.groundtruth.length = Some(i as i64);
+                }
+                e
+            })
+            .collect();
+        for e in &events {
+            w.push(e.clone()).unwrap();
+        }
+        w.finish().unwrap();
+        let back: Vec<Event> = stream_events(dir.path())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, events);
+    }
+
     #[test]
     fn empty_run_still_writes_a_segment() {
         let dir = tempfile::tempdir().unwrap();

@@ -8,8 +8,8 @@ use arrow_array::{
     builder::{
         BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder,
     },
-    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
-    TimestampNanosecondArray, UInt32Array, UInt64Array,
+    new_null_array, Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch,
+    StringArray, StructArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -221,6 +221,56 @@ impl FileCols {
     }
 }
 
+/// Which of the groups and rarely used columns any event of a batch has.
+struct Present {
+    process: bool,
+    file: bool,
+    file_result: bool,
+    network: bool,
+    span: bool,
+    mode_owner: bool,
+    length: bool,
+    socket: bool,
+}
+
+impl Present {
+    fn of(events: &[Event]) -> Present {
+        let mut p = Present {
+            process: false,
+            file: false,
+            file_result: false,
+            network: false,
+            span: false,
+            mode_owner: false,
+            length: false,
+            socket: false,
+        };
+        for e in events {
+            let g = &e.groundtruth;
+            p.process |= e.process.is_some();
+            p.file |= e.file.is_some();
+            p.file_result |= e.file_result.is_some();
+            p.network |= e.network.is_some();
+            p.span |= e.start_time_ns.is_some() || e.end_time_ns.is_some();
+            p.mode_owner |= g.mode.is_some() || g.owner_uid.is_some() || g.owner_gid.is_some();
+            p.length |= g.length.is_some();
+            p.socket |=
+                g.connection_id.is_some() || g.socket_path.is_some() || g.peer_pid.is_some();
+        }
+        p
+    }
+}
+
+/// A finished optional column, or all nulls when no event of the batch has it.
+fn opt_col<B: arrow_array::builder::ArrayBuilder>(present: bool, b: &mut B, n: usize) -> ArrayRef {
+    let a = b.finish();
+    if present {
+        a
+    } else {
+        new_null_array(a.data_type(), n)
+    }
+}
+
 /// Events to a record batch of the trail schema.
 pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     let n = events.len();
@@ -317,6 +367,10 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         Vec::<Option<i64>>::with_capacity(n),
     );
 
+    // Groups and optional columns that no event of the batch has are written as one
+    // null array each instead of a null appended per row and column (most batches hold
+    // only file events, or only network events).
+    let has = Present::of(events);
     for e in events {
         time.push(e.time_ns);
         class_uid.append_value(e.class_uid);
@@ -334,19 +388,25 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         a_cmd.append_option(a.cmd_line.as_deref());
         a_exe.append_option(a.exe.as_deref());
         a_ppid.append_value(a.ppid as i32);
-        let dp = TargetProcess::default();
-        let p = e.process.as_ref().unwrap_or(&dp);
-        p_valid.push(e.process.is_some());
-        p_pid.append_value(p.pid as i32);
-        p_name.append_option(p.name.as_deref());
-        p_cmd.append_option(p.cmd_line.as_deref());
-        p_exe.append_option(p.exe.as_deref());
-        p_cwd.append_option(p.cwd.as_deref());
-        p_code.append_option(p.exit_code);
-        p_sig.append_option(p.exit_signal);
-        p_trunc.append_value(p.args_truncated);
-        file.push(e.file.as_ref());
-        file_result.push(e.file_result.as_ref());
+        if has.process {
+            let dp = TargetProcess::default();
+            let p = e.process.as_ref().unwrap_or(&dp);
+            p_valid.push(e.process.is_some());
+            p_pid.append_value(p.pid as i32);
+            p_name.append_option(p.name.as_deref());
+            p_cmd.append_option(p.cmd_line.as_deref());
+            p_exe.append_option(p.exe.as_deref());
+            p_cwd.append_option(p.cwd.as_deref());
+            p_code.append_option(p.exit_code);
+            p_sig.append_option(p.exit_signal);
+            p_trunc.append_value(p.args_truncated);
+        }
+        if has.file {
+            file.push(e.file.as_ref());
+        }
+        if has.file_result {
+            file_result.push(e.file_result.as_ref());
+        }
         let g = &e.groundtruth;
         g_cpu.append_value(g.cpu);
         g_seq.append_value(g.sequence);
@@ -356,42 +416,54 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         g_ret.append_option(g.ret);
         g_errno.append_option(g.errno);
         g_flags.append_option(g.flags);
-        g_mode.append_option(g.mode);
-        g_ouid.append_option(g.owner_uid);
-        g_ogid.append_option(g.owner_gid);
-        g_len.append_option(g.length);
+        if has.mode_owner {
+            g_mode.append_option(g.mode);
+            g_ouid.append_option(g.owner_uid);
+            g_ogid.append_option(g.owner_gid);
+        }
+        if has.length {
+            g_len.append_option(g.length);
+        }
         g_fd.append_option(g.fd);
         g_br.append_option(g.bytes_read);
         g_bw.append_option(g.bytes_written);
         g_impl.append_value(g.implicit);
-        g_conn.append_option(g.connection_id);
-        g_sock_path.append_option(g.socket_path.as_deref());
-        g_peer.append_option(g.peer_pid.map(|p| p as i32));
+        if has.socket {
+            g_conn.append_option(g.connection_id);
+            g_sock_path.append_option(g.socket_path.as_deref());
+            g_peer.append_option(g.peer_pid.map(|p| p as i32));
+        }
         g_created.append_value(g.created);
-        let dn = Network::default();
-        let net = e.network.as_ref().unwrap_or(&dn);
-        net_valid.push(e.network.is_some());
-        let de = Endpoint::default();
-        let (src, dst) = (
-            net.src.as_ref().unwrap_or(&de),
-            net.dst.as_ref().unwrap_or(&de),
-        );
-        src_valid.push(net.src.is_some());
-        dst_valid.push(net.dst.is_some());
-        src_ip.append_value(&src.ip);
-        src_port.append_value(src.port.into());
-        dst_ip.append_value(&dst.ip);
-        dst_port.append_value(dst.port.into());
-        proto.append_value(&net.protocol_name);
-        dir.append_value(net.direction_id);
-        traffic_valid.push(net.bytes_in.is_some() || net.bytes_out.is_some());
-        bytes_in.append_option(net.bytes_in.map(|b| b as i64));
-        bytes_out.append_option(net.bytes_out.map(|b| b as i64));
-        packets_in.append_option(net.packets_in.map(|b| b as i64));
-        packets_out.append_option(net.packets_out.map(|b| b as i64));
-        start_time.push(e.start_time_ns);
-        end_time.push(e.end_time_ns);
+        if has.network {
+            let dn = Network::default();
+            let net = e.network.as_ref().unwrap_or(&dn);
+            net_valid.push(e.network.is_some());
+            let de = Endpoint::default();
+            let (src, dst) = (
+                net.src.as_ref().unwrap_or(&de),
+                net.dst.as_ref().unwrap_or(&de),
+            );
+            src_valid.push(net.src.is_some());
+            dst_valid.push(net.dst.is_some());
+            src_ip.append_value(&src.ip);
+            src_port.append_value(src.port.into());
+            dst_ip.append_value(&dst.ip);
+            dst_port.append_value(dst.port.into());
+            proto.append_value(&net.protocol_name);
+            dir.append_value(net.direction_id);
+            traffic_valid.push(net.bytes_in.is_some() || net.bytes_out.is_some());
+            bytes_in.append_option(net.bytes_in.map(|b| b as i64));
+            bytes_out.append_option(net.bytes_out.map(|b| b as i64));
+            packets_in.append_option(net.packets_in.map(|b| b as i64));
+            packets_out.append_option(net.packets_out.map(|b| b as i64));
+        }
+        if has.span {
+            start_time.push(e.start_time_ns);
+            end_time.push(e.end_time_ns);
+        }
     }
+    let nulls = |f: Fields| new_null_array(&DataType::Struct(f), n);
+    let ts_nulls = || new_null_array(&ts(), n);
 
     let actor_process = strukt(
         actor_process_fields(),
@@ -412,20 +484,24 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         None,
     );
     let actor = strukt(actor_fields(), vec![actor_process], None);
-    let process = strukt(
-        process_fields(),
-        vec![
-            Arc::new(p_pid.finish()),
-            Arc::new(p_name.finish()),
-            Arc::new(p_cmd.finish()),
-            path_array(p_exe),
-            Arc::new(p_cwd.finish()),
-            Arc::new(p_code.finish()),
-            Arc::new(p_sig.finish()),
-            Arc::new(p_trunc.finish()),
-        ],
-        Some(p_valid),
-    );
+    let process = if !has.process {
+        nulls(process_fields())
+    } else {
+        strukt(
+            process_fields(),
+            vec![
+                Arc::new(p_pid.finish()),
+                Arc::new(p_name.finish()),
+                Arc::new(p_cmd.finish()),
+                path_array(p_exe),
+                Arc::new(p_cwd.finish()),
+                Arc::new(p_code.finish()),
+                Arc::new(p_sig.finish()),
+                Arc::new(p_trunc.finish()),
+            ],
+            Some(p_valid),
+        )
+    };
     let extra = strukt(
         extra_fields(),
         vec![
@@ -437,46 +513,57 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             Arc::new(g_ret.finish()),
             Arc::new(g_errno.finish()),
             Arc::new(g_flags.finish()),
-            Arc::new(g_mode.finish()),
-            Arc::new(g_ouid.finish()),
-            Arc::new(g_ogid.finish()),
-            Arc::new(g_len.finish()),
+            opt_col(has.mode_owner, &mut g_mode, n),
+            opt_col(has.mode_owner, &mut g_ouid, n),
+            opt_col(has.mode_owner, &mut g_ogid, n),
+            opt_col(has.length, &mut g_len, n),
             Arc::new(g_fd.finish()),
             Arc::new(g_br.finish()),
             Arc::new(g_bw.finish()),
             Arc::new(g_impl.finish()),
-            Arc::new(g_conn.finish()),
-            Arc::new(g_sock_path.finish()),
-            Arc::new(g_peer.finish()),
+            opt_col(has.socket, &mut g_conn, n),
+            opt_col(has.socket, &mut g_sock_path, n),
+            opt_col(has.socket, &mut g_peer, n),
             Arc::new(g_created.finish()),
         ],
         None,
     );
-    let src = strukt(
-        endpoint_fields(),
-        vec![Arc::new(src_ip.finish()), Arc::new(src_port.finish())],
-        Some(src_valid),
-    );
-    let dst = strukt(
-        endpoint_fields(),
-        vec![Arc::new(dst_ip.finish()), Arc::new(dst_port.finish())],
-        Some(dst_valid),
-    );
-    let conn = strukt(
-        connection_info_fields(),
-        vec![Arc::new(proto.finish()), Arc::new(dir.finish())],
-        Some(net_valid),
-    );
-    let traffic = strukt(
-        traffic_fields(),
-        vec![
-            Arc::new(bytes_in.finish()),
-            Arc::new(bytes_out.finish()),
-            Arc::new(packets_in.finish()),
-            Arc::new(packets_out.finish()),
-        ],
-        Some(traffic_valid),
-    );
+    let (src, dst, conn, traffic) = if !has.network {
+        (
+            nulls(endpoint_fields()),
+            nulls(endpoint_fields()),
+            nulls(connection_info_fields()),
+            nulls(traffic_fields()),
+        )
+    } else {
+        (
+            strukt(
+                endpoint_fields(),
+                vec![Arc::new(src_ip.finish()), Arc::new(src_port.finish())],
+                Some(src_valid),
+            ),
+            strukt(
+                endpoint_fields(),
+                vec![Arc::new(dst_ip.finish()), Arc::new(dst_port.finish())],
+                Some(dst_valid),
+            ),
+            strukt(
+                connection_info_fields(),
+                vec![Arc::new(proto.finish()), Arc::new(dir.finish())],
+                Some(net_valid),
+            ),
+            strukt(
+                traffic_fields(),
+                vec![
+                    Arc::new(bytes_in.finish()),
+                    Arc::new(bytes_out.finish()),
+                    Arc::new(packets_in.finish()),
+                    Arc::new(packets_out.finish()),
+                ],
+                Some(traffic_valid),
+            ),
+        )
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(TimestampNanosecondArray::from(time).with_timezone("UTC")),
         Arc::new(class_uid.finish()),
@@ -487,14 +574,30 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         Arc::new(status.finish()),
         actor,
         process,
-        file.finish(),
-        file_result.finish(),
+        if has.file {
+            file.finish()
+        } else {
+            nulls(file_fields())
+        },
+        if has.file_result {
+            file_result.finish()
+        } else {
+            nulls(file_fields())
+        },
         src,
         dst,
         conn,
         traffic,
-        Arc::new(TimestampNanosecondArray::from(start_time).with_timezone("UTC")),
-        Arc::new(TimestampNanosecondArray::from(end_time).with_timezone("UTC")),
+        if has.span {
+            Arc::new(TimestampNanosecondArray::from(start_time).with_timezone("UTC"))
+        } else {
+            ts_nulls()
+        },
+        if has.span {
+            Arc::new(TimestampNanosecondArray::from(end_time).with_timezone("UTC"))
+        } else {
+            ts_nulls()
+        },
         extra,
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
