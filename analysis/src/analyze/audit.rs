@@ -9,10 +9,14 @@
 //! what was expected. A well-formed record about something the kernel cannot see (a
 //! login, a business event) is counted as ignored.
 
-use super::{excerpt, normalize_path, time, Claim, Class, Record};
+use super::{
+    excerpt,
+    json::{Object, Value},
+    normalize_path, time, Claim, Class, Record,
+};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     fs::File,
     io::{BufRead, BufReader, Read},
@@ -182,12 +186,12 @@ impl CustomMapping {
 
 /// A value at a dotted path: `a.b.c` finds `{"a":{"b":{"c":..}}}`, `{"a.b.c":..}` and
 /// any mix (`{"a":{"b.c":..}}`), as ECS producers write both.
-pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+pub fn lookup<'a, 'v>(v: &'a Value<'v>, path: &str) -> Option<&'a Value<'v>> {
     let o = v.as_object()?;
     lookup_in(o, path)
 }
 
-fn lookup_in<'a>(o: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+fn lookup_in<'a, 'v>(o: &'a Object<'v>, path: &str) -> Option<&'a Value<'v>> {
     if let Some(x) = o.get(path) {
         return Some(x);
     }
@@ -208,7 +212,7 @@ fn text<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 /// A string or an array of strings (ECS `event.category`, `event.type`).
 fn strings<'a>(v: &'a Value, path: &str) -> Vec<&'a str> {
     match lookup(v, path) {
-        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::String(s)) => vec![&**s],
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     }
@@ -422,7 +426,7 @@ pub fn parse_line(mapping: &Mapping, o: &Origin) -> Result<Parsed, String> {
             return custom(m, &logfmt(o.text)?, o);
         }
     }
-    let v: Value = serde_json::from_str(o.text).map_err(|e| format!("a JSON object ({e})"))?;
+    let v = Value::parse(o.text).map_err(|e| format!("a JSON object ({e})"))?;
     if !v.is_object() {
         return Err(format!("a JSON object, found {}", kind(&v)));
     }
@@ -672,8 +676,8 @@ fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
 
 /// A logfmt line as a JSON object of strings (keys as written, dots included; a key
 /// without `=` is `"true"`). `Err` says what was expected.
-pub fn logfmt(line: &str) -> Result<Value, String> {
-    let mut o = Map::new();
+pub fn logfmt(line: &str) -> Result<Value<'_>, String> {
+    let mut o = Object::default();
     let b = line.trim_end_matches(['\r', '\n']);
     let mut it = b.char_indices().peekable();
     let expected =
@@ -715,20 +719,20 @@ pub fn logfmt(line: &str) -> Result<Value, String> {
                                 return Err(expected("a space after the quoted value", i));
                             }
                         }
-                        v
+                        Cow::Owned(v)
                     }
                     _ => {
                         let vs = it.peek().map_or(b.len(), |(i, _)| *i);
                         while it.next_if(|(_, c)| !c.is_whitespace()).is_some() {}
                         let ve = it.peek().map_or(b.len(), |(i, _)| *i);
-                        b[vs..ve].to_string()
+                        Cow::Borrowed(&b[vs..ve])
                     }
                 }
             }
             Some(&(i, '"')) => return Err(expected("`=` before a quote", i)),
-            _ => "true".to_string(),
+            _ => Cow::Borrowed("true"),
         };
-        o.insert(key.to_string(), Value::String(value));
+        o.0.push((Cow::Borrowed(key), Value::String(value)));
     }
     if o.is_empty() {
         return Err("logfmt key=value pairs, found none".into());
@@ -756,7 +760,7 @@ pub fn detect(name: &str, r: &mut dyn BufRead) -> Result<(Mapping, Vec<u8>), Str
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).map_err(|e| {
+        let v = Value::parse(&line).map_err(|e| {
             format!(
                 "{name}:{n}: cannot tell the log's format: expected a JSON object ({e}), found: {}",
                 excerpt(line.trim())
@@ -977,7 +981,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(m: &Mapping, v: Value) -> Result<Option<Record>, String> {
+    fn parse(m: &Mapping, v: serde_json::Value) -> Result<Option<Record>, String> {
         let text = v.to_string();
         let o = Origin {
             service: &"svc".into(),
@@ -1127,7 +1131,7 @@ mod tests {
     fn logfmt_lines() {
         let v = logfmt(r#"ts=2026-11-28T04:00:00.5Z level=info msg="order \"7\" saved\n" file.path=/o/1 dry_run pid=9 empty="""#).unwrap();
         assert_eq!(
-            v,
+            serde_json::from_str::<serde_json::Value>(&v.to_string()).unwrap(),
             json!({"ts": TS, "level": "info", "msg": "order \"7\" saved\n", "file.path": "/o/1", "dry_run": "true", "pid": "9", "empty": ""})
         );
         for (bad, want) in [

@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod expect;
 pub mod fold;
+pub mod json;
 pub mod matcher;
 pub mod report;
 pub mod time;
@@ -443,7 +444,7 @@ pub fn fuzz_parsers(data: &[u8]) {
     }
     let _ = time::parse_rfc3339(&text);
     let _ = time::parse_duration(&text);
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+    if let Ok(v) = json::Value::parse(&text) {
         for f in [
             time::TimeFormat::Auto,
             time::TimeFormat::EpochS,

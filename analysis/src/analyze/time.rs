@@ -33,16 +33,17 @@ impl TimeFormat {
 }
 
 /// Parse a JSON value holding a time.
-pub fn parse_value(v: &serde_json::Value, f: TimeFormat) -> Option<i64> {
+pub fn parse_value(v: &super::json::Value, f: TimeFormat) -> Option<i64> {
+    use super::json::Value;
     match v {
-        serde_json::Value::String(s) => match f {
+        Value::String(s) => match f {
             TimeFormat::Rfc3339 => parse_rfc3339(s),
             // RFC 3339, or an epoch number written as text (logfmt values are text).
             TimeFormat::Auto => parse_rfc3339(s).or_else(|| parse_epoch(s, f)),
             // Epoch numbers written as strings ("1700000000.5").
             _ => parse_epoch(s, f),
         },
-        serde_json::Value::Number(n) => match f {
+        Value::Number(n) => match f {
             TimeFormat::Rfc3339 => None,
             _ => parse_epoch(&n.to_string(), f),
         },
@@ -278,7 +279,10 @@ mod tests {
 
     #[test]
     fn epoch_numbers_exactly() {
-        let v = |j: serde_json::Value, f| parse_value(&j, f);
+        let v = |j: serde_json::Value, f| {
+            let text = j.to_string();
+            parse_value(&super::super::json::Value::parse(&text).unwrap(), f)
+        };
         assert_eq!(
             v(json!(1_700_000_000), TimeFormat::EpochS),
             Some(1_700_000_000_000_000_000)
