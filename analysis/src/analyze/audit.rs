@@ -378,10 +378,19 @@ enum Domain {
 /// The class named by an action text (`order-file-deleted`, `file_write`), from its
 /// first word that means one.
 fn action_words(action: &str, domain: Domain) -> Option<Class> {
+    // Lowercased in a buffer: the longest word that means a class has 11 letters.
+    const LONGEST: usize = 16;
+    let mut buf = [0u8; LONGEST];
     action
         .split(|c: char| !c.is_ascii_alphanumeric())
-        .map(str::to_ascii_lowercase)
-        .find_map(|w| word_class(&w, domain))
+        .filter(|w| w.len() <= LONGEST)
+        .find_map(|w| {
+            let lower = &mut buf[..w.len()];
+            lower.copy_from_slice(w.as_bytes());
+            lower.make_ascii_lowercase();
+            // ASCII alphanumerics only (the split), so valid UTF-8.
+            word_class(std::str::from_utf8(lower).ok()?, domain)
+        })
 }
 
 /// A parsed line: a record, or a record of something the kernel does not see.
