@@ -126,12 +126,15 @@ pub fn is_under(e: &Event, dir: &std::path::Path) -> bool {
     })
 }
 
-pub fn print_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
+pub fn print_table_header(out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<30} {:<12} {:>7} {:<15} {:<9} TARGET",
         "TIME", "SERVICE", "PID", "COMM", "ACTIVITY"
-    )?;
+    )
+}
+
+pub fn print_table_rows(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
     for e in events {
         writeln!(
             out,

@@ -410,11 +410,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_verify,
         } => {
             verified(&dir, no_verify)?;
-            let events: Vec<trail::Event> = trail::read_trail(&dir)
+            // Only network events make handoffs: memory holds those, not the trail.
+            let mut events = Vec::new();
+            for e in trail::stream_events(&dir)
                 .with_context(|| format!("reading trail {}", dir.display()))?
-                .into_iter()
-                .flat_map(|s| s.events)
-                .collect();
+            {
+                let e = e.with_context(|| format!("reading trail {}", dir.display()))?;
+                if e.class_uid == trail::event::class::NETWORK_ACTIVITY {
+                    events.push(e);
+                }
+            }
             let h = handoffs::handoffs(&events);
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -432,19 +437,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_verify,
         } => {
             verified(&dir, no_verify)?;
-            let segments = trail::read_trail(&dir)
+            let stream = trail::stream_events(&dir)
                 .with_context(|| format!("reading trail {}", dir.display()))?;
-            let mut events: Vec<trail::Event> =
-                segments.into_iter().flat_map(|s| s.events).collect();
-            if let Some(under) = under {
-                events.retain(|e| events::is_under(e, &under));
-            }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let r = match format {
-                Format::Table => events::print_table(&mut out, &events),
-                Format::Jsonl => events::print_jsonl(&mut out, &events),
+            // Streamed in chunks: memory holds a chunk, not the trail.
+            let mut chunk = Vec::with_capacity(4096);
+            let mut r = match format {
+                Format::Table => events::print_table_header(&mut out),
+                Format::Jsonl => Ok(()),
             };
+            let mut events = stream.peekable();
+            while r.is_ok() && events.peek().is_some() {
+                chunk.clear();
+                for e in events.by_ref().take(4096) {
+                    let e = e.with_context(|| format!("reading trail {}", dir.display()))?;
+                    if under.as_ref().is_none_or(|u| events::is_under(&e, u)) {
+                        chunk.push(e);
+                    }
+                }
+                r = match format {
+                    Format::Table => events::print_table_rows(&mut out, &chunk),
+                    Format::Jsonl => events::print_jsonl(&mut out, &chunk),
+                };
+            }
             finish(r, &mut out)
         }
     }
