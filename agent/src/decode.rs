@@ -438,7 +438,7 @@ impl Decoder {
             e.groundtruth.socket_path = rec.unix_path(1).or_else(|| known.and_then(|k| k.2));
             e.groundtruth.peer_pid = (r.arg_a != 0).then_some(r.arg_a as u32);
         }
-        e.network = Some(net);
+        e.network = Some(Box::new(net));
         Ok(e)
     }
 
@@ -488,7 +488,7 @@ impl Decoder {
                 exe,
                 ppid: o.ppid,
             },
-            network: Some(Network {
+            network: Some(Box::new(Network {
                 // The recorded process's end is the source.
                 src: Some(Endpoint {
                     ip: ip_text(key.family, &flow.local),
@@ -508,7 +508,7 @@ impl Decoder {
                 bytes_in: Some(b_in),
                 packets_out: Some(d_out),
                 packets_in: Some(d_in),
-            }),
+            })),
             start_time_ns: Some(wall(start)),
             end_time_ns: Some(wall(flow.last_ns)),
             groundtruth: Extra {
@@ -542,7 +542,7 @@ impl Decoder {
             activity_name: "Close".into(),
             status_id: status::SUCCESS,
             actor: exit.actor.clone(),
-            network: Some(Network {
+            network: Some(Box::new(Network {
                 protocol_name: "unix".into(),
                 direction_id: if inbound {
                     direction::INBOUND
@@ -552,7 +552,7 @@ impl Decoder {
                 bytes_out: Some(bytes_out),
                 bytes_in: Some(bytes_in),
                 ..Default::default()
-            }),
+            })),
             groundtruth: Extra {
                 cpu: AGENT_CPU,
                 sequence: self.agent_seq - 1,
@@ -718,7 +718,7 @@ impl Decoder {
                 p.exe = exe.clone();
                 e.actor.cmd_line = cmd_line.clone();
                 e.actor.exe = exe.clone();
-                e.process = Some(TargetProcess {
+                e.process = Some(Box::new(TargetProcess {
                     pid: h.pid,
                     name: Some(e.actor.name.clone()),
                     cmd_line,
@@ -726,7 +726,7 @@ impl Decoder {
                     cwd: rec.components(2).map(|p| p.0),
                     args_truncated: truncated,
                     ..Default::default()
-                });
+                }));
                 e
             }
             op::FORK => {
@@ -734,13 +734,13 @@ impl Decoder {
                 let child = r.arg_a as u32;
                 let parent = self.procs.get(&h.pid).cloned().unwrap_or_default();
                 self.procs.insert(child, parent.clone());
-                e.process = Some(TargetProcess {
+                e.process = Some(Box::new(TargetProcess {
                     pid: child,
                     name: Some(e.actor.name.clone()),
                     cmd_line: parent.cmd_line,
                     exe: parent.exe,
                     ..Default::default()
-                });
+                }));
                 e
             }
             op::EXIT => {
@@ -752,7 +752,7 @@ impl Decoder {
                 );
                 let status = r.ret as i32;
                 let sig = status & 0x7f;
-                e.process = Some(TargetProcess {
+                e.process = Some(Box::new(TargetProcess {
                     pid: h.pid,
                     name: Some(e.actor.name.clone()),
                     cmd_line: e.actor.cmd_line.clone(),
@@ -760,7 +760,7 @@ impl Decoder {
                     exit_code: (sig == 0).then_some((status >> 8) & 0xff),
                     exit_signal: (sig != 0).then_some(sig),
                     ..Default::default()
-                });
+                }));
                 // Kept a while: a connection of the process can close after it exited
                 // (TCP finishes in the kernel), and its rows still name the process.
                 if let Some(p) = self.procs.remove(&h.pid) {

@@ -433,7 +433,7 @@ mod tests {
                 name: svc.into(),
                 ..Default::default()
             },
-            network: Some(Network {
+            network: Some(Box::new(Network {
                 src: Some(Endpoint {
                     ip: "127.0.0.1".into(),
                     port: sport,
@@ -445,7 +445,7 @@ mod tests {
                 protocol_name: "tcp".into(),
                 direction_id: dir,
                 ..Default::default()
-            }),
+            })),
             groundtruth: Extra {
                 service: svc.into(),
                 connection_id: Some(conn),

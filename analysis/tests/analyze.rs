@@ -55,7 +55,7 @@ fn write(t: i64, service: &str, path: &str, created: bool) -> [Event; 2] {
 
 fn tcp(t: i64, service: &str, pid: u32, dir: i32) -> Event {
     let mut e = base(t, class::NETWORK_ACTIVITY, "Open", service, pid);
-    e.network = Some(Network {
+    e.network = Some(Box::new(Network {
         src: Some(Endpoint {
             ip: "127.0.0.1".into(),
             port: 40000,
@@ -67,7 +67,7 @@ fn tcp(t: i64, service: &str, pid: u32, dir: i32) -> Event {
         protocol_name: "tcp".into(),
         direction_id: dir,
         ..Default::default()
-    });
+    }));
     e.groundtruth.connection_id = Some(pid as u64);
     e
 }

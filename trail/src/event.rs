@@ -167,12 +167,15 @@ pub struct Event {
     pub activity_name: Label,
     pub status_id: i32,
     pub actor: Actor,
-    pub process: Option<TargetProcess>,
+    /// Boxed, like `network`: few events have one, and every event is moved several
+    /// times between decoding and the writer (an inline one made each event 240 bytes
+    /// larger).
+    pub process: Option<Box<TargetProcess>>,
     pub file: Option<FileRef>,
     /// The second path of rename/link/symlink (the new name).
     pub file_result: Option<FileRef>,
     /// Network events: endpoints, protocol, direction, bytes.
-    pub network: Option<Network>,
+    pub network: Option<Box<Network>>,
     /// Aggregated events (UDP Traffic): the first and last datagram's time, ns UTC.
     pub start_time_ns: Option<i64>,
     pub end_time_ns: Option<i64>,

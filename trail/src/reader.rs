@@ -276,11 +276,13 @@ mod tests {
                 exe: Some("/usr/bin/cat".into()),
                 ppid: 1,
             },
-            process: i.is_multiple_of(3).then(|| TargetProcess {
-                pid: 12,
-                name: Some("x".into()),
-                exit_code: Some(3),
-                ..Default::default()
+            process: i.is_multiple_of(3).then(|| {
+                Box::new(TargetProcess {
+                    pid: 12,
+                    name: Some("x".into()),
+                    exit_code: Some(3),
+                    ..Default::default()
+                })
             }),
             file: i.is_multiple_of(2).then(|| FileRef {
                 path: Some(format!("/tmp/f{i}")),
@@ -290,21 +292,23 @@ mod tests {
                 path_truncated: i.is_multiple_of(4),
             }),
             file_result: None,
-            network: i.is_multiple_of(5).then(|| Network {
-                src: (!i.is_multiple_of(15)).then(|| Endpoint {
-                    ip: "::1".into(),
-                    port: 40000 + i as u16,
-                }),
-                dst: Some(Endpoint {
-                    ip: "127.0.0.1".into(),
-                    port: 8080,
-                }),
-                protocol_name: "tcp".into(),
-                direction_id: direction::OUTBOUND,
-                bytes_in: i.is_multiple_of(10).then_some(i * 3),
-                bytes_out: Some(i),
-                packets_in: i.is_multiple_of(10).then_some(i),
-                packets_out: None,
+            network: i.is_multiple_of(5).then(|| {
+                Box::new(Network {
+                    src: (!i.is_multiple_of(15)).then(|| Endpoint {
+                        ip: "::1".into(),
+                        port: 40000 + i as u16,
+                    }),
+                    dst: Some(Endpoint {
+                        ip: "127.0.0.1".into(),
+                        port: 8080,
+                    }),
+                    protocol_name: "tcp".into(),
+                    direction_id: direction::OUTBOUND,
+                    bytes_in: i.is_multiple_of(10).then_some(i * 3),
+                    bytes_out: Some(i),
+                    packets_in: i.is_multiple_of(10).then_some(i),
+                    packets_out: None,
+                })
             }),
             start_time_ns: i.is_multiple_of(10).then_some(1_700_000_000_000_000_000),
             end_time_ns: i

@@ -390,7 +390,7 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         a_ppid.append_value(a.ppid as i32);
         if has.process {
             let dp = TargetProcess::default();
-            let p = e.process.as_ref().unwrap_or(&dp);
+            let p = e.process.as_deref().unwrap_or(&dp);
             p_valid.push(e.process.is_some());
             p_pid.append_value(p.pid as i32);
             p_name.append_option(p.name.as_deref());
@@ -436,7 +436,7 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         g_created.append_value(g.created);
         if has.network {
             let dn = Network::default();
-            let net = e.network.as_ref().unwrap_or(&dn);
+            let net = e.network.as_deref().unwrap_or(&dn);
             net_valid.push(e.network.is_some());
             let de = Endpoint::default();
             let (src, dst) = (
@@ -830,15 +830,17 @@ pub fn from_struct(root: &StructArray) -> Result<Vec<Event>, TrailError> {
                 exe: shared(l_exe, a_exe, i),
                 ppid: a_ppid.value(i) as u32,
             },
-            process: p.is_valid(i).then(|| TargetProcess {
-                pid: p_pid.value(i) as u32,
-                name: shared(l_pname, p_name, i),
-                cmd_line: shared(l_pcmd, p_cmd, i),
-                exe: shared(l_pexe, p_exe, i),
-                cwd: opt_str(p_cwd, i),
-                exit_code: opt!(p_code, i),
-                exit_signal: opt!(p_sig, i),
-                args_truncated: p_tr.value(i),
+            process: p.is_valid(i).then(|| {
+                Box::new(TargetProcess {
+                    pid: p_pid.value(i) as u32,
+                    name: shared(l_pname, p_name, i),
+                    cmd_line: shared(l_pcmd, p_cmd, i),
+                    exe: shared(l_pexe, p_exe, i),
+                    cwd: opt_str(p_cwd, i),
+                    exit_code: opt!(p_code, i),
+                    exit_signal: opt!(p_sig, i),
+                    args_truncated: p_tr.value(i),
+                })
             }),
             file,
             file_result,
@@ -864,33 +866,35 @@ pub fn from_struct(root: &StructArray) -> Result<Vec<Event>, TrailError> {
                 peer_pid: opt!(g_peer, i).map(|p| p as u32),
                 created: g_created.value(i),
             },
-            network: conn.is_valid(i).then(|| Network {
-                src: src.is_valid(i).then(|| Endpoint {
-                    ip: src_ip.value(i).to_string(),
-                    port: src_port.value(i) as u16,
-                }),
-                dst: dst.is_valid(i).then(|| Endpoint {
-                    ip: dst_ip.value(i).to_string(),
-                    port: dst_port.value(i) as u16,
-                }),
-                protocol_name: label(proto.value(i)),
-                direction_id: dir.value(i),
-                bytes_in: traffic
-                    .is_valid(i)
-                    .then(|| opt!(bytes_in, i).map(|b| b as u64))
-                    .flatten(),
-                bytes_out: traffic
-                    .is_valid(i)
-                    .then(|| opt!(bytes_out, i).map(|b| b as u64))
-                    .flatten(),
-                packets_in: traffic
-                    .is_valid(i)
-                    .then(|| opt!(packets_in, i).map(|b| b as u64))
-                    .flatten(),
-                packets_out: traffic
-                    .is_valid(i)
-                    .then(|| opt!(packets_out, i).map(|b| b as u64))
-                    .flatten(),
+            network: conn.is_valid(i).then(|| {
+                Box::new(Network {
+                    src: src.is_valid(i).then(|| Endpoint {
+                        ip: src_ip.value(i).to_string(),
+                        port: src_port.value(i) as u16,
+                    }),
+                    dst: dst.is_valid(i).then(|| Endpoint {
+                        ip: dst_ip.value(i).to_string(),
+                        port: dst_port.value(i) as u16,
+                    }),
+                    protocol_name: label(proto.value(i)),
+                    direction_id: dir.value(i),
+                    bytes_in: traffic
+                        .is_valid(i)
+                        .then(|| opt!(bytes_in, i).map(|b| b as u64))
+                        .flatten(),
+                    bytes_out: traffic
+                        .is_valid(i)
+                        .then(|| opt!(bytes_out, i).map(|b| b as u64))
+                        .flatten(),
+                    packets_in: traffic
+                        .is_valid(i)
+                        .then(|| opt!(packets_in, i).map(|b| b as u64))
+                        .flatten(),
+                    packets_out: traffic
+                        .is_valid(i)
+                        .then(|| opt!(packets_out, i).map(|b| b as u64))
+                        .flatten(),
+                })
             }),
             start_time_ns: opt!(start_time, i),
             end_time_ns: opt!(end_time, i),

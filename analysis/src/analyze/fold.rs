@@ -443,13 +443,13 @@ mod tests {
         let mut failed = ev(2, class::FILE_SYSTEM_ACTIVITY, "Delete", Some("/x"));
         failed.status_id = status::FAILURE;
         let mut launch = ev(3, class::PROCESS_ACTIVITY, "Launch", None);
-        launch.process = Some(trail::TargetProcess {
+        launch.process = Some(Box::new(trail::TargetProcess {
             pid: 6,
             exe: Some("/usr/bin/cp".into()),
             ..Default::default()
-        });
+        }));
         let mut conn = ev(4, class::NETWORK_ACTIVITY, "Open", None);
-        conn.network = Some(Network {
+        conn.network = Some(Box::new(Network {
             src: Some(Endpoint {
                 ip: "::ffff:127.0.0.1".into(),
                 port: 40000,
@@ -461,7 +461,7 @@ mod tests {
             protocol_name: "tcp".into(),
             direction_id: direction::OUTBOUND,
             ..Default::default()
-        });
+        }));
         let mut f = Folder::new();
         for e in [
             &rename,
