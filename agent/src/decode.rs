@@ -841,7 +841,7 @@ impl Decoder {
                 } else {
                     rec.path_arg(0)
                 };
-                e.file_result = rec.path_arg(2);
+                e.file_result = rec.path_arg(2).map(Box::new);
                 e.groundtruth.flags = Some(r.flags);
                 e
             }

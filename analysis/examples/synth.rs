@@ -121,10 +121,10 @@ fn main() {
         t += step;
         // rename, delete
         let mut r = ev(t, "Rename", svc, pid, &file);
-        r.file_result = Some(FileRef {
+        r.file_result = Some(Box::new(FileRef {
             path: Some(done.clone()),
             ..Default::default()
-        });
+        }));
         w.push(r).unwrap();
         let renamed_at = t;
         t += step;

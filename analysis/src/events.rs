@@ -119,9 +119,8 @@ pub fn is_under(e: &Event, dir: &std::path::Path) -> bool {
     if e.file.is_none() && e.file_result.is_none() {
         return true;
     }
-    [&e.file, &e.file_result].iter().any(|f| {
-        f.as_ref()
-            .and_then(|f| f.path.as_deref())
+    [e.file.as_ref(), e.file_result.as_deref()].iter().any(|f| {
+        f.and_then(|f| f.path.as_deref())
             .is_some_and(|p| std::path::Path::new(p).starts_with(dir))
     })
 }

@@ -85,10 +85,10 @@ fn trail_with_gaps(dir: &Path, gaps: Option<(u64, &[(&str, u64)])>) {
     events.extend(write(T0, "orders", "/srv/orders/1.json", true));
     events.extend(write(T0 + 10 * MS, "orders", "/srv/orders/2.json", false));
     let mut r = file(T0 + 20 * MS, "Rename", "orders", "/srv/orders/1.json");
-    r.file_result = Some(FileRef {
+    r.file_result = Some(Box::new(FileRef {
         path: Some("/srv/orders/1.done".into()),
         ..Default::default()
-    });
+    }));
     events.push(r);
     events.push(file(T0 + 30 * MS, "Delete", "orders", "/srv/orders/2.json"));
     events.push(tcp(T0 + 40 * MS, "gateway", 200, direction::OUTBOUND));

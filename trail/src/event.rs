@@ -173,7 +173,8 @@ pub struct Event {
     pub process: Option<Box<TargetProcess>>,
     pub file: Option<FileRef>,
     /// The second path of rename/link/symlink (the new name).
-    pub file_result: Option<FileRef>,
+    /// Boxed: only renames and links have one.
+    pub file_result: Option<Box<FileRef>>,
     /// Network events: endpoints, protocol, direction, bytes.
     pub network: Option<Box<Network>>,
     /// Aggregated events (UDP Traffic): the first and last datagram's time, ns UTC.

@@ -435,10 +435,10 @@ mod tests {
                     e.groundtruth.peer_pid = None;
                 }
                 if k & 4 == 0 && i % 2 == 1 {
-                    e.file_result = Some(FileRef {
+                    e.file_result = Some(Box::new(FileRef {
                         path: Some(format!("/tmp/new{i}")),
                         ..Default::default()
-                    });
+                    }));
                     e.groundtruth.mode = Some(0o644);
                     e.groundtruth.owner_uid = Some(7);
                     e.groundtruth.length = Some(i as i64);

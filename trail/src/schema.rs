@@ -405,7 +405,7 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             file.push(e.file.as_ref());
         }
         if has.file_result {
-            file_result.push(e.file_result.as_ref());
+            file_result.push(e.file_result.as_deref());
         }
         let g = &e.groundtruth;
         g_cpu.append_value(g.cpu);
@@ -813,6 +813,7 @@ pub fn from_struct(root: &StructArray) -> Result<Vec<Event>, TrailError> {
     let mut out = Vec::with_capacity(root.len());
     let mut last: [Option<Shared>; 7] = Default::default();
     for (i, (file, file_result)) in files.into_iter().zip(results).enumerate() {
+        let file_result = file_result.map(Box::new);
         let [l_name, l_cmd, l_exe, l_pname, l_pcmd, l_pexe, l_service] = &mut last;
         out.push(Event {
             time_ns: time.value(i),

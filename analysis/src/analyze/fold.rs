@@ -179,10 +179,12 @@ impl Folder {
         if e.status_id == status::FAILURE {
             return;
         }
-        let path = |f: &Option<trail::FileRef>| f.as_ref().and_then(|f| f.path.clone());
+        let path = |f: Option<&trail::FileRef>| f.and_then(|f| f.path.clone());
         match (e.class_uid, &*e.activity_name) {
             (class::FILE_SYSTEM_ACTIVITY, "Open" | "Acquire") => {
-                let Some(p) = path(&e.file) else { return };
+                let Some(p) = path(e.file.as_ref()) else {
+                    return;
+                };
                 let flags = e.groundtruth.flags.unwrap_or(0);
                 let key = (e.actor.pid, p);
                 if !self.groups.contains_key(&key) {
@@ -213,7 +215,9 @@ impl Folder {
                     e.activity_name == "Open" && flags & O_TRUNC != 0 && flags & O_ACCMODE != 0;
             }
             (class::FILE_SYSTEM_ACTIVITY, "Close") => {
-                let Some(p) = path(&e.file) else { return };
+                let Some(p) = path(e.file.as_ref()) else {
+                    return;
+                };
                 let (r, w) = (
                     e.groundtruth.bytes_read.unwrap_or(0),
                     e.groundtruth.bytes_written.unwrap_or(0),
@@ -254,18 +258,18 @@ impl Folder {
                 }
             }
             (class::FILE_SYSTEM_ACTIVITY, "Rename") => {
-                let mut a = Self::action(e, Class::FileRename, path(&e.file_result));
-                a.old_path = path(&e.file);
+                let mut a = Self::action(e, Class::FileRename, path(e.file_result.as_deref()));
+                a.old_path = path(e.file.as_ref());
                 if a.path.is_some() && a.old_path.is_some() {
                     self.emit(a);
                 }
             }
             (class::FILE_SYSTEM_ACTIVITY, act) => {
                 let (class, p) = match act {
-                    "Delete" | "Rmdir" => (Class::FileDelete, path(&e.file)),
-                    "Mkdir" => (Class::FileCreate, path(&e.file)),
-                    "Link" | "Symlink" => (Class::FileCreate, path(&e.file_result)),
-                    "Truncate" => (Class::FileWrite, path(&e.file)),
+                    "Delete" | "Rmdir" => (Class::FileDelete, path(e.file.as_ref())),
+                    "Mkdir" => (Class::FileCreate, path(e.file.as_ref())),
+                    "Link" | "Symlink" => (Class::FileCreate, path(e.file_result.as_deref())),
+                    "Truncate" => (Class::FileWrite, path(e.file.as_ref())),
                     _ => return,
                 };
                 if p.is_some() {
@@ -436,10 +440,10 @@ mod tests {
     #[test]
     fn path_and_process_and_network_actions() {
         let mut rename = ev(1, class::FILE_SYSTEM_ACTIVITY, "Rename", Some("/old"));
-        rename.file_result = Some(FileRef {
+        rename.file_result = Some(Box::new(FileRef {
             path: Some("/new".into()),
             ..Default::default()
-        });
+        }));
         let mut failed = ev(2, class::FILE_SYSTEM_ACTIVITY, "Delete", Some("/x"));
         failed.status_id = status::FAILURE;
         let mut launch = ev(3, class::PROCESS_ACTIVITY, "Launch", None);
