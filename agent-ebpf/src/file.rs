@@ -105,7 +105,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         // A UDP socket: the agent reports its flows; a unix one: its connection; TCP
         // reports itself (inet_sock_set_state).
         Ok(sk) => {
-            let (family, _, ty) = kernel::sock_kind(sk);
+            let (family, ty) = kernel::sock_family_type(sk);
             let class = kernel::classify(family, ty);
             if class == kernel::SockClass::UnixStream {
                 crate::unix::closed(sk, cur);
@@ -644,7 +644,7 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         // (TCP counts its own bytes: nothing to do for it.)
         if bytes > 0 {
             if let Ok(sk) = kernel::file_sock(cur) {
-                let (family, _, ty) = kernel::sock_kind(sk);
+                let (family, ty) = kernel::sock_family_type(sk);
                 let class = kernel::classify(family, ty);
                 if class == kernel::SockClass::UnixStream {
                     crate::unix::add_bytes(sk, bytes, write);

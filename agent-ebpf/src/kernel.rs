@@ -282,6 +282,16 @@ pub fn user_sockaddr(addr: u64) -> Option<(u16, u16, [u8; 16])> {
     }
 }
 
+/// Family and type of a socket (what [`classify`] needs), one read fewer than
+/// [`sock_kind`].
+#[inline(always)]
+pub fn sock_family_type(sk: u64) -> (u16, u16) {
+    (
+        read::<u16>(sk, off!(sk_family)).unwrap_or(0),
+        read::<u16>(sk, off!(sk_type)).unwrap_or(0),
+    )
+}
+
 /// Family, protocol, type (SOCK_STREAM 1, SOCK_DGRAM 2) of a socket.
 #[inline(always)]
 pub fn sock_kind(sk: u64) -> (u16, u16, u16) {

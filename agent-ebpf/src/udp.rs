@@ -30,13 +30,6 @@ pub fn is_udp_syscall(n: u64) -> bool {
     )
 }
 
-/// A UDP socket over IPv4/IPv6.
-#[inline(always)]
-pub fn is_udp(sk: u64) -> bool {
-    let (family, _, ty) = kernel::sock_kind(sk);
-    kernel::classify(family, ty) == kernel::SockClass::Udp
-}
-
 /// Add one datagram-carrying result to its flow. `addr` is the user `struct sockaddr`
 /// naming the remote end (0: the socket's connected peer).
 /// Out of line (called from several places, once per message in a loop): at most five
@@ -130,11 +123,17 @@ pub fn udp_exit(n_fd: u64, arg1: u64, arg4: u64, ret: i64, service: u32) -> u32 
         return 0;
     };
     let out = matches!(n, nr::SENDTO | nr::SENDMSG | nr::SENDMMSG);
-    if !is_udp(sk) {
-        if n == nr::SENDTO || n == nr::RECVFROM || n == nr::SENDMSG || n == nr::RECVMSG {
-            crate::unix::add_bytes(sk, ret as u64, out);
+    let (family, ty) = kernel::sock_family_type(sk);
+    match kernel::classify(family, ty) {
+        kernel::SockClass::Udp => {}
+        kernel::SockClass::UnixStream => {
+            if n == nr::SENDTO || n == nr::RECVFROM || n == nr::SENDMSG || n == nr::RECVMSG {
+                crate::unix::add_bytes(sk, ret as u64, out);
+            }
+            return 0;
         }
-        return 0;
+        // TCP counts its own bytes (read at close): nothing to do per send or receive.
+        _ => return 0,
     }
     match n {
         nr::SENDTO | nr::RECVFROM => {
