@@ -223,7 +223,7 @@ impl Record<'_> {
 /// Lexical normalisation of an absolute path: `.` and empty components dropped, `..`
 /// removes the previous component (never above `/`).
 pub fn normalize(path: &str) -> String {
-    if is_normal(path) {
+    if trail::is_normal_path(path) {
         return path.to_string();
     }
     normalized(path)
@@ -231,18 +231,10 @@ pub fn normalize(path: &str) -> String {
 
 /// [`normalize`] of an owned path, returned as it is when already normal.
 pub fn normalize_owned(path: String) -> String {
-    if is_normal(&path) {
+    if trail::is_normal_path(&path) {
         return path;
     }
     normalized(&path)
-}
-
-fn is_normal(path: &str) -> bool {
-    path == "/"
-        || (path.starts_with('/')
-            && !path[1..]
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == ".."))
 }
 
 fn normalized(path: &str) -> String {

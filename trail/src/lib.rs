@@ -19,6 +19,16 @@ pub use reader::{
 };
 pub use writer::{Finished, RunInfo, SealOptions, TrailWriter, WriterOptions};
 
+/// Whether `path` is absolute and lexically normal (no empty, `.` or `..` component, no
+/// trailing `/`): the form the agent writes paths in, which normalising leaves as it is.
+pub fn is_normal_path(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && !path[1..]
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".."))
+}
+
 /// Footer metadata keys.
 pub mod meta {
     pub const FORMAT: &str = "groundtruth.format";

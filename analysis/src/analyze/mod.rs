@@ -167,17 +167,8 @@ pub struct Record {
 /// before it (never above the root), a trailing `/` is dropped. Relative paths stay
 /// relative (they cannot equal a kernel path, which is always absolute).
 pub fn normalize_path(p: &str) -> String {
-    let absolute = p.starts_with('/');
     // Most paths are normal already: one copy, no component list.
-    let normal = absolute
-        && p.len() > 1
-        && !p.ends_with('/')
-        && !p.ends_with("/.")
-        && !p.ends_with("/..")
-        && !p.contains("//")
-        && !p.contains("/./")
-        && !p.contains("/../");
-    if normal {
+    if trail::is_normal_path(p) {
         return p.to_string();
     }
     normalize_components(p)
