@@ -51,12 +51,8 @@ pub fn print_text(out: &mut impl Write, dir: &std::path::Path, r: &Report) -> st
     )?;
     // Not integrity, but what a reader of a verified trail must know next to `lost`.
     if let Ok(c) = trail::completeness(dir) {
-        if !c.kernel_gaps.is_empty() {
-            let gaps: Vec<String> = c
-                .kernel_gaps
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
+        let gaps: Vec<String> = trail::gap_texts(&c.kernel_gaps).collect();
+        if !gaps.is_empty() {
             writeln!(
                 out,
                 "kernel gaps (not recorded by the kernel side): {}",

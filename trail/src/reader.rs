@@ -52,10 +52,11 @@ pub struct Completeness {
     pub kernel_gaps: BTreeMap<String, u64>,
 }
 
-impl Completeness {
-    pub fn complete(&self) -> bool {
-        self.lost_events == 0 && self.kernel_gaps.values().all(|n| *n == 0)
-    }
+/// Kernel gaps as text, `name count` each (zero counts left out), for reports.
+pub fn gap_texts(gaps: &BTreeMap<String, u64>) -> impl Iterator<Item = String> + '_ {
+    gaps.iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
 }
 
 /// The [`Completeness`] of a trail, from its last segment's footer. Trails written before

@@ -39,12 +39,7 @@ impl TrailInfo {
                 self.lost_events
             ));
         }
-        parts.extend(
-            self.kernel_gaps
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| format!("{k} {n}")),
-        );
+        parts.extend(trail::gap_texts(&self.kernel_gaps));
         (!parts.is_empty()).then(|| {
             format!(
                 "WARNING: the kernel evidence is incomplete ({}): an unsupported finding may be \
