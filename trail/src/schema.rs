@@ -222,6 +222,7 @@ impl FileCols {
 }
 
 /// Which of the groups and rarely used columns any event of a batch has.
+#[derive(Default)]
 struct Present {
     process: bool,
     file: bool,
@@ -235,16 +236,7 @@ struct Present {
 
 impl Present {
     fn of(events: &[Event]) -> Present {
-        let mut p = Present {
-            process: false,
-            file: false,
-            file_result: false,
-            network: false,
-            span: false,
-            mode_owner: false,
-            length: false,
-            socket: false,
-        };
+        let mut p = Present::default();
         for e in events {
             let g = &e.groundtruth;
             p.process |= e.process.is_some();
