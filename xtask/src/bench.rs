@@ -79,6 +79,13 @@ struct Sample {
     disk_bytes: u64,
 }
 
+/// Rounds of the network workload for `rounds` of the file loop: more, since loopback
+/// throughput is noisy (single rounds of the bulk transfer ranged 0.76-1.34 of bare on
+/// this VM) and a round is short.
+fn network_rounds(rounds: usize) -> usize {
+    rounds.max(5) * 3
+}
+
 /// (agent CPU, of which loading the programs) in ms, from the agent's summary line.
 fn agent_cpu_ms(summary: &str) -> anyhow::Result<(f64, f64)> {
     let cpu = field(summary, "agent cpu ").context("agent cpu in summary")? as f64;
@@ -813,6 +820,23 @@ impl Ctx {
         self.bin.join("gt-workload")
     }
 
+    /// `groundtruth-agent record --out TRAIL -- gt-workload OP`: its output and the
+    /// agent's summary line.
+    fn record(&self, trail: &Path, op: &str) -> anyhow::Result<(std::process::Output, String)> {
+        let out = output_ok(
+            Command::new(self.bin.join("groundtruth-agent"))
+                .args(["record", "--out"])
+                .arg(trail)
+                .arg("--")
+                .arg(self.workload())
+                .arg(op)
+                .current_dir(&self.tmp),
+        )?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().last().unwrap_or_default().to_string();
+        Ok((out, line))
+    }
+
     fn run(&self, tool: Tool, round: usize) -> anyhow::Result<Sample> {
         let w = self.workload();
         let mut s = Sample::default();
@@ -823,35 +847,16 @@ impl Ctx {
             }
             Tool::Groundtruth => {
                 let trail = self.tmp.join(format!("trail-{round}"));
-                let out = output_ok(
-                    Command::new(self.bin.join("groundtruth-agent"))
-                        .args(["record", "--out"])
-                        .arg(&trail)
-                        .arg("--")
-                        .arg(&w)
-                        .arg(&self.op)
-                        .current_dir(&self.tmp),
-                )?;
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let line = stderr.lines().last().unwrap_or_default();
+                let (out, line) = self.record(&trail, &self.op)?;
                 s.workload_ns = timed(&String::from_utf8_lossy(&out.stdout), "loop: ")?;
-                s.events = field(line, "groundtruth-agent: ").context("events in summary")?;
-                s.lost = field(line, "lost ").context("lost in summary")?;
-                let (cpu, load) = agent_cpu_ms(line)?;
+                s.events = field(&line, "groundtruth-agent: ").context("events in summary")?;
+                s.lost = field(&line, "lost ").context("lost in summary")?;
+                let (cpu, load) = agent_cpu_ms(&line)?;
                 s.record_cpu_ns = (cpu - load) * 1e6;
                 s.load_cpu_ns = load * 1e6;
                 let empty_trail = self.tmp.join(format!("trail-{round}-empty"));
-                let empty = output_ok(
-                    Command::new(self.bin.join("groundtruth-agent"))
-                        .args(["record", "--out"])
-                        .arg(&empty_trail)
-                        .arg("--")
-                        .arg(&w)
-                        .arg("loop:0")
-                        .current_dir(&self.tmp),
-                )?;
-                let stderr = String::from_utf8_lossy(&empty.stderr);
-                let (cpu, load) = agent_cpu_ms(stderr.lines().last().unwrap_or_default())?;
+                let (_, line) = self.record(&empty_trail, "loop:0")?;
+                let (cpu, load) = agent_cpu_ms(&line)?;
                 s.empty_cpu_ns = (cpu - load) * 1e6;
                 let _ = std::fs::remove_dir_all(&empty_trail);
                 s.disk_bytes = dir_bytes(&trail);
@@ -974,7 +979,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
         let bin = root_dir().join("target/release");
-        let md = network_bench(&bin, &tmp, rounds.max(5) * 3, iterations / 10, 1024)?;
+        let md = network_bench(&bin, &tmp, network_rounds(rounds), iterations / 10, 1024)?;
         print!("{md}");
         let _ = std::fs::remove_dir_all(&tmp);
         return Ok(());
@@ -1031,9 +1036,13 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
-    // More rounds than the file loop: loopback throughput is noisy (single rounds of
-    // the bulk transfer ranged 0.76-1.34 of bare on this VM), and a round is short.
-    let network_md = network_bench(&ctx.bin, &ctx.tmp, rounds.max(5) * 3, iterations / 10, 1024)?;
+    let network_md = network_bench(
+        &ctx.bin,
+        &ctx.tmp,
+        network_rounds(rounds),
+        iterations / 10,
+        1024,
+    )?;
 
     let mut samples: BTreeMap<Tool, Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
