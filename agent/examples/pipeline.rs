@@ -71,7 +71,7 @@ impl Rec {
 }
 
 fn main() {
-    agent::alloc::keep_freed_memory();
+    trail::alloc::keep_freed_memory();
     let iterations: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -6,9 +6,7 @@
 //! - [`launch`]: fork the command so it is tracked from its first instruction.
 //! - [`decode`]: defensive decoding of ring buffer records into trail events.
 //! - [`record`]: the record loop and its summary.
-//! - [`alloc`]: allocator settings.
 
-pub mod alloc;
 pub mod btf;
 pub mod decode;
 pub mod launch;

@@ -132,7 +132,7 @@ fn parse_ring(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    agent::alloc::keep_freed_memory();
+    trail::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Keygen { out } => match keygen(&out) {

@@ -5,6 +5,7 @@
 //! metadata ([`meta`]): run id, host, kernel, agent version, time range, per-CPU sequence
 //! ranges and lost-event counts. docs/schema.md documents every column.
 
+pub mod alloc;
 pub mod event;
 pub mod reader;
 pub mod schema;
