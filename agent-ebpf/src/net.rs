@@ -11,7 +11,8 @@
 //!   counting costs nothing per packet or per send.
 //! - raw tracepoints `tcp_receive_reset(sk)` / `tcp_send_reset(sk, skb, ..)` mark the
 //!   socket so that its close says reset.
-//! For any socket not in `SOCKS`, these tracepoints cost one map lookup.
+//! For any socket not in `SOCKS`, these tracepoints cost at most one map lookup
+//! (`inet_sock_set_state` none for transitions other than out of SYN_SENT and to CLOSE).
 
 use agent_common::{ev_flag, op, stat, syscalls::nr, NetAddrs, SockOwner};
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
@@ -188,13 +189,18 @@ fn connect_outcome(sk: u64, state: i32, slot: u32) {
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
+    let (old, new) = (ctx.arg::<u64>(1) as i32, ctx.arg::<u64>(2) as i32);
+    // Only the end of a handshake (out of SYN_SENT) and the close matter: every other
+    // transition (about eight per connection, for every socket on the host) returns
+    // before the map lookup.
+    if new != TCP_CLOSE && old != TCP_SYN_SENT {
+        return 0;
+    }
     // SAFETY: plain read of a map value, copied out.
     let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
         return 0;
     };
-    let new = ctx.arg::<u64>(2) as i32;
     if owner.pending_connect != 0 {
-        let old = ctx.arg::<u64>(1) as i32;
         if new == TCP_SYN_SENT {
             return 0;
         }
@@ -204,9 +210,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
             return 0;
         }
         // Out of SYN_SENT to anything but CLOSE means the handshake completed. Usually
-        // that is the ESTABLISHED transition itself; a later one means the kernel
-        // skipped this program's run for it (another run active on that CPU): report
-        // the connect now, as connected, never as a failure.
+        // that is the ESTABLISHED transition itself; a CLOSE from another state means
+        // the kernel skipped this program's run for it (another run active on that
+        // CPU): report the connect now, as connected, never as a failure.
         connect_outcome(sk, TCP_ESTABLISHED, slot::SOCK);
         if new != TCP_CLOSE {
             return 0;
