@@ -1,6 +1,7 @@
 //! Reading a trail back.
 
 use crate::{schema, Event, TrailError};
+use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::{
     collections::BTreeMap,
@@ -209,26 +210,14 @@ impl EventStream {
     }
 }
 
-impl Iterator for EventStream {
-    type Item = Result<Event, TrailError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl EventStream {
+    /// The next record batch as read (only the requested columns with
+    /// [`stream_columns`]), for readers that take values straight from the columns; the
+    /// events of a batch taken this way are not returned by the iterator.
+    pub fn next_batch(&mut self) -> Option<Result<RecordBatch, TrailError>> {
         loop {
-            if let Some(e) = self.events.next() {
-                return Some(Ok(e));
-            }
             match self.batches.as_mut().and_then(|b| b.next()) {
-                Some(Ok(batch)) => {
-                    let events = if self.columns.is_some() {
-                        schema::fill_projected(&batch).and_then(|s| schema::from_struct(&s))
-                    } else {
-                        schema::from_batch(&batch)
-                    };
-                    match events {
-                        Ok(v) => self.events = v.into_iter(),
-                        Err(e) => return Some(Err(e)),
-                    }
-                }
+                Some(Ok(batch)) => return Some(Ok(batch)),
                 Some(Err(source)) => {
                     self.batches = None;
                     return Some(Err(TrailError::Parquet {
@@ -242,6 +231,34 @@ impl Iterator for EventStream {
                         return Some(Err(e));
                     }
                 }
+            }
+        }
+    }
+
+    /// The segment the last batch came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<Event, TrailError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.events.next() {
+                return Some(Ok(e));
+            }
+            let events = match self.next_batch()? {
+                Ok(batch) if self.columns.is_some() => {
+                    schema::fill_projected(&batch).and_then(|s| schema::from_struct(&s))
+                }
+                Ok(batch) => schema::from_batch(&batch),
+                Err(e) => return Some(Err(e)),
+            };
+            match events {
+                Ok(v) => self.events = v.into_iter(),
+                Err(e) => return Some(Err(e)),
             }
         }
     }

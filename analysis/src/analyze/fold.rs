@@ -15,8 +15,12 @@
 //! - TCP Open: `network.connect` (the process connected) or `network.accept`.
 //! - Failed syscalls, Chmod/Chown, Fork, Terminate, UDP and unix sockets: no action.
 
-use super::{Action, Class, Conn};
-use rustc_hash::FxHashMap as HashMap;
+use super::{
+    rows::{Names, Row},
+    Action, Class, Conn,
+};
+use hashbrown::{Equivalent, HashMap};
+use rustc_hash::FxBuildHasher;
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 use trail::{
     event::{class, direction, status},
@@ -78,14 +82,26 @@ pub struct FoldStats {
 
 type Key = (u32, String);
 
+/// A [`Key`] borrowed from a row: hashes as the key does (a tuple hashes its fields in
+/// order, a `&str` as its `str`), so maps are searched without copying the path.
+#[derive(Hash)]
+struct KeyRef<'a>(u32, &'a str);
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, k: &Key) -> bool {
+        self.0 == k.0 && self.1 == k.1
+    }
+}
+
 #[derive(Default)]
 pub struct Folder {
-    groups: HashMap<Key, Group>,
+    groups: HashMap<Key, Group, FxBuildHasher>,
     /// Closed files held for HOLD_NS, and the order they were closed in.
-    closed: HashMap<Key, Group>,
+    closed: HashMap<Key, Group, FxBuildHasher>,
     closed_order: VecDeque<(i64, Key)>,
     out: VecDeque<Action>,
     last_ns: i64,
+    names: Names,
     pub stats: FoldStats,
 }
 
@@ -103,20 +119,35 @@ impl Folder {
         self.out.pop_front()
     }
 
-    fn action(e: &Event, class: Class, path: Option<String>) -> Action {
+    fn action(&mut self, e: &Row, class: Class, path: Option<&str>) -> Action {
         Action {
-            service: e.groundtruth.service.clone(),
+            service: self.names.get(e.service),
             class,
             start_ns: e.time_ns,
             end_ns: e.time_ns,
-            pid: e.actor.pid,
-            comm: e.actor.name.clone(),
-            exe: e.actor.exe.clone(),
-            path,
+            pid: e.pid,
+            comm: self.names.get(e.comm),
+            exe: e.exe.map(|x| self.names.get(x)),
+            path: path.map(str::to_string),
             old_path: None,
             conn: None,
             bytes_read: None,
             bytes_written: None,
+        }
+    }
+
+    fn group(&mut self, e: &Row, open: u32, read: u64, written: u64) -> Group {
+        Group {
+            open,
+            start: e.time_ns,
+            end: e.time_ns,
+            created: false,
+            truncated: false,
+            read,
+            written,
+            service: self.names.get(e.service),
+            comm: self.names.get(e.comm),
+            exe: e.exe.map(|x| self.names.get(x)),
         }
     }
 
@@ -172,123 +203,105 @@ impl Folder {
         });
     }
 
+    /// Fold one decoded event (see [`Folder::push_row`]).
     pub fn push(&mut self, e: &Event) {
+        self.push_row(&Row::of(e));
+    }
+
+    /// Fold the next event of the trail.
+    pub fn push_row(&mut self, e: &Row) {
         self.stats.events += 1;
         self.last_ns = self.last_ns.max(e.time_ns);
         self.release(e.time_ns);
         if e.status_id == status::FAILURE {
             return;
         }
-        let path = |f: Option<&trail::FileRef>| f.and_then(|f| f.path.clone());
-        match (e.class_uid, &*e.activity_name) {
+        match (e.class_uid, e.activity) {
             (class::FILE_SYSTEM_ACTIVITY, "Open" | "Acquire") => {
-                let Some(p) = path(e.file.as_ref()) else {
+                let Some(p) = e.file_path else {
                     return;
                 };
-                let flags = e.groundtruth.flags.unwrap_or(0);
-                let key = (e.actor.pid, p);
+                let flags = e.flags.unwrap_or(0);
+                let key = KeyRef(e.pid, p);
                 if !self.groups.contains_key(&key) {
-                    if let Some(held) = self.closed.remove(&key) {
-                        if e.activity_name == "Acquire" {
-                            // A descriptor dup'ed from the closed one: the same open.
-                            self.groups.insert(key.clone(), held);
-                        } else {
-                            self.close_group(key.0, key.1.clone(), held);
+                    match self.closed.remove_entry(&key) {
+                        // A descriptor dup'ed from the closed one: the same open.
+                        Some((k, held)) if e.activity == "Acquire" => {
+                            self.groups.insert(k, held);
+                        }
+                        held => {
+                            if let Some((k, held)) = held {
+                                self.close_group(k.0, k.1, held);
+                            }
+                            let g = self.group(e, 0, 0, 0);
+                            self.groups.insert((e.pid, p.to_string()), g);
                         }
                     }
                 }
-                let g = self.groups.entry(key).or_insert_with(|| Group {
-                    open: 0,
-                    start: e.time_ns,
-                    end: e.time_ns,
-                    created: false,
-                    truncated: false,
-                    read: 0,
-                    written: 0,
-                    service: e.groundtruth.service.clone(),
-                    comm: e.actor.name.clone(),
-                    exe: e.actor.exe.clone(),
-                });
+                let g = self.groups.get_mut(&key).expect("inserted above");
                 g.open += 1;
-                g.created |= e.groundtruth.created;
+                g.created |= e.created;
                 g.truncated |=
-                    e.activity_name == "Open" && flags & O_TRUNC != 0 && flags & O_ACCMODE != 0;
+                    e.activity == "Open" && flags & O_TRUNC != 0 && flags & O_ACCMODE != 0;
             }
             (class::FILE_SYSTEM_ACTIVITY, "Close") => {
-                let Some(p) = path(e.file.as_ref()) else {
+                let Some(p) = e.file_path else {
                     return;
                 };
-                let (r, w) = (
-                    e.groundtruth.bytes_read.unwrap_or(0),
-                    e.groundtruth.bytes_written.unwrap_or(0),
-                );
-                let key = (e.actor.pid, p);
+                let (r, w) = (e.bytes_read.unwrap_or(0), e.bytes_written.unwrap_or(0));
+                let key = KeyRef(e.pid, p);
                 if let Some(g) = self.groups.get_mut(&key) {
                     g.open = g.open.saturating_sub(1);
                     g.read += r;
                     g.written += w;
                     g.end = e.time_ns;
                     if g.open == 0 {
-                        let g = self.groups.remove(&key).unwrap();
-                        self.hold(key, g);
+                        let (k, g) = self.groups.remove_entry(&key).unwrap();
+                        self.hold(k, g);
                     }
-                } else if let Some(mut g) = self.closed.remove(&key) {
+                } else if let Some((k, mut g)) = self.closed.remove_entry(&key) {
                     // Another descriptor of a held file, never read or written through.
                     g.read += r;
                     g.written += w;
                     g.end = e.time_ns;
-                    self.hold(key, g);
+                    self.hold(k, g);
                 } else {
-                    {
-                        // Opened before the recording started.
-                        let g = Group {
-                            open: 0,
-                            start: e.time_ns,
-                            end: e.time_ns,
-                            created: false,
-                            truncated: false,
-                            read: r,
-                            written: w,
-                            service: e.groundtruth.service.clone(),
-                            comm: e.actor.name.clone(),
-                            exe: e.actor.exe.clone(),
-                        };
-                        self.close_group(key.0, key.1, g);
-                    }
+                    // Opened before the recording started.
+                    let g = self.group(e, 0, r, w);
+                    self.close_group(e.pid, p.to_string(), g);
                 }
             }
             (class::FILE_SYSTEM_ACTIVITY, "Rename") => {
-                let mut a = Self::action(e, Class::FileRename, path(e.file_result.as_deref()));
-                a.old_path = path(e.file.as_ref());
-                if a.path.is_some() && a.old_path.is_some() {
+                if let (Some(new), Some(old)) = (e.result_path, e.file_path) {
+                    let mut a = self.action(e, Class::FileRename, Some(new));
+                    a.old_path = Some(old.to_string());
                     self.emit(a);
                 }
             }
             (class::FILE_SYSTEM_ACTIVITY, act) => {
                 let (class, p) = match act {
-                    "Delete" | "Rmdir" => (Class::FileDelete, path(e.file.as_ref())),
-                    "Mkdir" => (Class::FileCreate, path(e.file.as_ref())),
-                    "Link" | "Symlink" => (Class::FileCreate, path(e.file_result.as_deref())),
-                    "Truncate" => (Class::FileWrite, path(e.file.as_ref())),
+                    "Delete" | "Rmdir" => (Class::FileDelete, e.file_path),
+                    "Mkdir" => (Class::FileCreate, e.file_path),
+                    "Link" | "Symlink" => (Class::FileCreate, e.result_path),
+                    "Truncate" => (Class::FileWrite, e.file_path),
                     _ => return,
                 };
                 if p.is_some() {
-                    let a = Self::action(e, class, p);
+                    let a = self.action(e, class, p);
                     self.emit(a);
                 }
             }
             (class::PROCESS_ACTIVITY, "Launch") => {
-                let Some(p) = &e.process else { return };
-                let exe = p.exe.as_deref().map(str::to_string);
-                if exe.is_some() {
-                    let mut a = Self::action(e, Class::ProcessExec, exe);
-                    a.pid = p.pid;
-                    self.emit(a);
-                }
+                let Some((pid, Some(exe))) = e.process else {
+                    return;
+                };
+                let mut a = self.action(e, Class::ProcessExec, Some(exe));
+                a.pid = pid;
+                self.emit(a);
             }
             (class::NETWORK_ACTIVITY, "Open") => {
                 let Some(n) = &e.network else { return };
-                if n.protocol_name != "tcp" {
+                if n.protocol != "tcp" {
                     return;
                 }
                 let class = match n.direction_id {
@@ -296,17 +309,17 @@ impl Folder {
                     direction::INBOUND => Class::NetAccept,
                     _ => return,
                 };
-                let (Some(s), Some(d)) = (&n.src, &n.dst) else {
+                let (Some(s), Some(d)) = (n.src, n.dst) else {
                     return;
                 };
-                let (Some(sip), Some(dip)) = (ip(&s.ip), ip(&d.ip)) else {
+                let (Some(sip), Some(dip)) = (ip(s.0), ip(d.0)) else {
                     return;
                 };
-                let mut a = Self::action(e, class, None);
+                let mut a = self.action(e, class, None);
                 a.conn = Some(Conn {
-                    client: (sip, s.port),
-                    server: (dip, d.port),
-                    connection_id: e.groundtruth.connection_id,
+                    client: (sip, s.1),
+                    server: (dip, d.1),
+                    connection_id: e.connection_id,
                 });
                 self.emit(a);
             }

@@ -20,6 +20,7 @@ pub mod fold;
 pub mod json;
 pub mod matcher;
 pub mod report;
+pub mod rows;
 pub mod time;
 
 use serde::Serialize;
@@ -253,6 +254,8 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     // Connection ids closed since the last fill_bytes.
     let mut fresh: Vec<u64> = Vec::new();
     let mut seen_findings = 0;
+    // The current batch's columns and the next row to fold.
+    let mut batch: Option<(rows::Columns, usize)> = None;
     let mut next_action = |folder: &mut fold::Folder,
                            closes: &mut HashMap<u64, (u64, u64)>,
                            close_order: &mut VecDeque<(i64, u64)>,
@@ -265,22 +268,29 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             if folded_all {
                 return Ok(None);
             }
-            match events.next() {
-                Some(Ok(e)) => {
+            if let Some((cols, next)) = &mut batch {
+                if *next < cols.len() {
+                    let e = cols.row(*next);
+                    *next += 1;
                     if e.class_uid == trail::event::class::NETWORK_ACTIVITY
-                        && matches!(&*e.activity_name, "Close" | "Reset")
+                        && matches!(e.activity, "Close" | "Reset")
                     {
-                        if let Some(id) = e.groundtruth.connection_id {
-                            let b = (
-                                e.groundtruth.bytes_read.unwrap_or(0),
-                                e.groundtruth.bytes_written.unwrap_or(0),
-                            );
+                        if let Some(id) = e.connection_id {
+                            let b = (e.bytes_read.unwrap_or(0), e.bytes_written.unwrap_or(0));
                             closes.insert(id, b);
                             close_order.push_back((e.time_ns, id));
                             fresh.push(id);
                         }
                     }
-                    folder.push(&e);
+                    folder.push_row(&e);
+                    continue;
+                }
+            }
+            match events.next_batch() {
+                Some(Ok(b)) => {
+                    let cols = rows::Columns::new(&b)
+                        .map_err(|e| format!("{}: {e}", events.path().display()))?;
+                    batch = Some((cols, 0));
                 }
                 Some(Err(e)) => return Err(e.to_string()),
                 None => {
