@@ -806,15 +806,20 @@ impl<'x> Matcher<'x> {
         let mut best: Option<(i64, &Action)> = None;
         for id in ids.ids() {
             if let Some(Item::Action(a)) = self.get(id) {
-                // Not the loader's libraries or the service's own audit log.
-                let never = a.a.path.as_deref().is_some_and(|p| self.expect.never(p));
-                if a.a.service != r.service || !r.class.satisfied_by(a.a.class) || never {
+                if a.a.service != r.service || !r.class.satisfied_by(a.a.class) {
                     continue;
                 }
                 let d = Self::skew(r.time_ns, &a.a).saturating_abs();
-                if best.is_none_or(|b| d < b.0) {
-                    best = Some((d, &a.a));
+                if best.is_some_and(|b| d >= b.0) {
+                    continue;
                 }
+                // Not the loader's libraries or the service's own audit log (matched
+                // only for a nearer candidate: the bucket holds every action of the
+                // service and class in three windows).
+                if a.a.path.as_deref().is_some_and(|p| self.expect.never(p)) {
+                    continue;
+                }
+                best = Some((d, &a.a));
             }
         }
         let (d, a) = best?;
