@@ -26,6 +26,9 @@ use std::{
 /// Items can arrive this much out of time order (per source) and still be matched.
 pub const REORDER_NS: i64 = 1_000_000_000;
 
+/// Fewest dropped-item index references that make a sweep worth its pass.
+const SWEEP_MIN: usize = 4096;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Pending,
@@ -368,6 +371,8 @@ pub struct Matcher<'x> {
     expect: &'x Expectations,
     has_log: HashSet<Arc<str>>,
     items: VecDeque<Option<Item>>,
+    /// Whether `items[i]` is held (a compact copy of `items[i].is_some()`).
+    alive: VecDeque<bool>,
     base: u64,
     actions_by_key: HashMap<u64, Bucket>,
     records_by_key: HashMap<u64, Bucket>,
@@ -378,6 +383,10 @@ pub struct Matcher<'x> {
     /// (drop time, id) of decided items, in decision order (so in time order).
     drops: VecDeque<(i64, u64)>,
     held: usize,
+    /// Index references of items dropped since the last sweep, and the index keys that
+    /// sweep left.
+    dead_refs: usize,
+    swept_keys: usize,
     watermark: i64,
     services: HashMap<Arc<str>, ServiceOutcome>,
     pub out: Outcome,
@@ -394,6 +403,7 @@ impl<'x> Matcher<'x> {
             expect,
             has_log: services_with_logs.iter().map(|s| Arc::from(*s)).collect(),
             items: VecDeque::new(),
+            alive: VecDeque::new(),
             base: 0,
             actions_by_key: HashMap::default(),
             records_by_key: HashMap::default(),
@@ -401,6 +411,8 @@ impl<'x> Matcher<'x> {
             queue: Lanes::default(),
             drops: VecDeque::new(),
             held: 0,
+            dead_refs: 0,
+            swept_keys: 0,
             watermark: i64::MIN,
             services: HashMap::default(),
             out,
@@ -422,6 +434,7 @@ impl<'x> Matcher<'x> {
     fn insert(&mut self, item: Item, deadline: i64) -> u64 {
         let id = self.base + self.items.len() as u64;
         self.items.push_back(Some(item));
+        self.alive.push_back(true);
         self.held += 1;
         self.out.peak_items = self.out.peak_items.max(self.held);
         if deadline < self.watermark.saturating_sub(REORDER_NS) {
@@ -545,6 +558,7 @@ impl<'x> Matcher<'x> {
         while !self.drops.is_empty() {
             self.drop_front();
         }
+        self.sweep();
         for (name, s) in self.services.drain() {
             *service_mut(&mut self.out.services, &name) = s;
         }
@@ -579,13 +593,13 @@ impl<'x> Matcher<'x> {
     }
 
     fn drop_item(&mut self, id: u64) {
-        let Some(slot) = id
-            .checked_sub(self.base)
-            .and_then(|i| self.items.get_mut(i as usize))
-        else {
+        let Some(i) = id.checked_sub(self.base).map(|i| i as usize) else {
             return;
         };
-        let (keys, is_action) = match slot.take() {
+        let Some(slot) = self.items.get_mut(i) else {
+            return;
+        };
+        let keys = match &*slot {
             Some(Item::Action(a)) => {
                 if let Some(c) = &a.a.conn {
                     let t = (c.client, c.server);
@@ -596,40 +610,52 @@ impl<'x> Matcher<'x> {
                         }
                     }
                 }
-                (a.keys, true)
+                a.keys.n
             }
-            Some(Item::Record(r)) => (Keys::one(r.key), false),
+            Some(Item::Record(_)) => 1,
             None => return,
         };
+        *slot = None;
+        self.alive[i] = false;
         self.held -= 1;
-        // Trim this item's index buckets from the front: when the last live item of a
-        // bucket goes, the bucket goes.
-        for &k in keys.as_slice() {
-            let map = if is_action {
-                &mut self.actions_by_key
-            } else {
-                &mut self.records_by_key
-            };
-            if let Some(b) = map.get_mut(&k) {
+        // The index buckets still name the item: they are trimmed in bulk (`sweep`)
+        // rather than looked up again now, when they are no longer in the cache.
+        self.dead_refs += keys;
+        while self.alive.front() == Some(&false) {
+            self.alive.pop_front();
+            self.items.pop_front();
+            self.base += 1;
+        }
+        if self.dead_refs > self.swept_keys.max(SWEEP_MIN) {
+            self.sweep();
+        }
+    }
+
+    /// Trim every index bucket of the ids of dropped items at its front; a bucket left
+    /// empty goes. Runs once the dropped items' index references outnumber the keys
+    /// left by the last sweep: the indexes stay within about twice what the held items
+    /// need, and the cost is a sequential pass, not a lookup per dropped item.
+    fn sweep(&mut self) {
+        let (base, alive) = (self.base, &self.alive);
+        let live = |id: u64| {
+            id.checked_sub(base)
+                .and_then(|i| alive.get(i as usize))
+                .copied()
+                .unwrap_or(false)
+        };
+        for map in [&mut self.actions_by_key, &mut self.records_by_key] {
+            map.retain(|_, b| {
                 while let Some(f) = b.front() {
-                    let live = f
-                        .checked_sub(self.base)
-                        .and_then(|i| self.items.get(i as usize))
-                        .is_some_and(Option::is_some);
-                    if live {
+                    if live(f) {
                         break;
                     }
                     b.pop_front();
                 }
-                if b.is_empty() {
-                    map.remove(&k);
-                }
-            }
+                !b.is_empty()
+            });
         }
-        while matches!(self.items.front(), Some(None)) {
-            self.items.pop_front();
-            self.base += 1;
-        }
+        self.swept_keys = self.actions_by_key.len() + self.records_by_key.len();
+        self.dead_refs = 0;
     }
 
     /// Signed skew of record time `t` against an action: 0 inside [start, end].
@@ -1175,6 +1201,7 @@ mod tests {
     fn memory_holds_the_window_not_the_stream() {
         let x = Expectations::defaults(&[]);
         let mut m = Matcher::new(W, &x, &["s"]);
+        let mut peak_keys = 0;
         for i in 0..200_000i64 {
             let t = S + i * 1_000_000; // 1000 per second, 200 s
             m.push_action(action(Class::FileWrite, &format!("/d/{i}"), t, t, 1));
@@ -1186,11 +1213,19 @@ mod tests {
                 i as u64,
             ));
             m.advance(t + 10);
+            peak_keys = peak_keys.max(m.actions_by_key.len() + m.records_by_key.len());
         }
         m.finish();
         assert!(m.out.findings.is_empty());
         // About (2 windows + reorder tolerance + 1 drop window) of 2000 items/s.
         assert!(m.out.peak_items < 2_000 * 8, "{}", m.out.peak_items);
+        // Index keys: one per held item (and one per service and class), plus at most
+        // as many of dropped items before a sweep.
+        assert!(
+            peak_keys < 2 * m.out.peak_items + SWEEP_MIN,
+            "{peak_keys} keys for {} items",
+            m.out.peak_items
+        );
         assert!(m.items.is_empty() && m.actions_by_key.is_empty() && m.records_by_key.is_empty());
     }
 
