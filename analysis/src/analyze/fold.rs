@@ -19,8 +19,9 @@ use super::{
     rows::{Names, Row},
     Action, Class, Conn,
 };
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{hash_table::Entry, Equivalent, HashMap, HashTable};
 use rustc_hash::FxBuildHasher;
+use std::hash::BuildHasher;
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 use trail::{
     event::{class, direction, status},
@@ -97,8 +98,11 @@ impl Equivalent<Key> for KeyRef<'_> {
 pub struct Folder {
     groups: HashMap<Key, Group, FxBuildHasher>,
     /// Closed files held for HOLD_NS, and the order they were closed in.
-    closed: HashMap<Key, Group, FxBuildHasher>,
-    closed_order: VecDeque<(i64, Key)>,
+    /// (key, group, hold number); found by the key's hash.
+    closed: HashTable<(Key, Group, u64)>,
+    /// (close time, key hash, hold number) in the order held.
+    closed_order: VecDeque<(i64, u64, u64)>,
+    holds: u64,
     out: VecDeque<Action>,
     last_ns: i64,
     names: Names,
@@ -158,22 +162,47 @@ impl Folder {
 
     /// Emit held files closed before `now - HOLD_NS` (all of them with `i64::MAX`).
     fn release(&mut self, now: i64) {
-        while let Some((t, _)) = self.closed_order.front() {
+        while let Some((t, _, _)) = self.closed_order.front() {
             if *t >= now.saturating_sub(HOLD_NS) {
                 break;
             }
-            let (t, key) = self.closed_order.pop_front().unwrap();
-            // Only if it is still the same closed file (not continued or reopened).
-            if self.closed.get(&key).is_some_and(|g| g.end == t) {
-                let g = self.closed.remove(&key).unwrap();
-                self.close_group(key.0, key.1, g);
+            let (_, hash, n) = self.closed_order.pop_front().unwrap();
+            // Only if it is still the same hold (not continued, or closed again since).
+            if let Ok(e) = self.closed.find_entry(hash, |c| c.2 == n) {
+                let ((pid, path), g, _) = e.remove().0;
+                self.close_group(pid, path, g);
             }
         }
     }
 
+    fn key_hash(pid: u32, path: &str) -> u64 {
+        FxBuildHasher.hash_one(KeyRef(pid, path))
+    }
+
     fn hold(&mut self, key: Key, g: Group) {
-        self.closed_order.push_back((g.end, key.clone()));
-        self.closed.insert(key, g);
+        let hash = Self::key_hash(key.0, &key.1);
+        self.holds += 1;
+        self.closed_order.push_back((g.end, hash, self.holds));
+        match self
+            .closed
+            .entry(hash, |c| c.0 == key, |c| Self::key_hash(c.0 .0, &c.0 .1))
+        {
+            Entry::Occupied(mut e) => *e.get_mut() = (key, g, self.holds),
+            Entry::Vacant(e) => {
+                e.insert((key, g, self.holds));
+            }
+        }
+    }
+
+    /// Take the held file of `pid` at `path`, if any.
+    fn unhold(&mut self, pid: u32, path: &str) -> Option<(Key, Group)> {
+        let hash = Self::key_hash(pid, path);
+        let e = self
+            .closed
+            .find_entry(hash, |c| c.0 .0 == pid && c.0 .1 == path)
+            .ok()?;
+        let (k, g, _) = e.remove().0;
+        Some((k, g))
     }
 
     fn close_group(&mut self, pid: u32, path: String, g: Group) {
@@ -224,7 +253,7 @@ impl Folder {
                 let flags = e.flags.unwrap_or(0);
                 let key = KeyRef(e.pid, p);
                 if !self.groups.contains_key(&key) {
-                    match self.closed.remove_entry(&key) {
+                    match self.unhold(e.pid, p) {
                         // A descriptor dup'ed from the closed one: the same open.
                         Some((k, held)) if e.activity == "Acquire" => {
                             self.groups.insert(k, held);
@@ -259,7 +288,7 @@ impl Folder {
                         let (k, g) = self.groups.remove_entry(&key).unwrap();
                         self.hold(k, g);
                     }
-                } else if let Some((k, mut g)) = self.closed.remove_entry(&key) {
+                } else if let Some((k, mut g)) = self.unhold(e.pid, p) {
                     // Another descriptor of a held file, never read or written through.
                     g.read += r;
                     g.written += w;
