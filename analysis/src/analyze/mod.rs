@@ -209,7 +209,10 @@ pub fn excerpt(line: &str) -> String {
     while !line.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &line[..end])
+    let mut s = String::with_capacity(end + '…'.len_utf8());
+    s.push_str(&line[..end]);
+    s.push('…');
+    s
 }
 
 /// What `groundtruth analyze` was asked.
