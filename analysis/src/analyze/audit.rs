@@ -14,9 +14,9 @@ use super::{
     json::{Object, Value},
     normalize_path, time, Claim, Class, Record,
 };
+use bumpalo::Bump;
 use serde::Deserialize;
 use std::{
-    borrow::Cow,
     collections::BTreeMap,
     fs::File,
     io::{BufRead, BufReader, Read},
@@ -405,6 +405,8 @@ pub struct Origin<'a> {
     pub file: &'a Arc<str>,
     pub line: u64,
     pub text: &'a str,
+    /// Where the line's parsed objects go (reset for every line).
+    pub arena: &'a Bump,
 }
 
 fn record(o: &Origin, time_ns: i64, class: Class, claim: Claim, pid: Option<u32>) -> Parsed {
@@ -432,10 +434,10 @@ fn path_claim(class: Class, path: Option<&str>, what: &str) -> Result<Claim, Str
 pub fn parse_line(mapping: &Mapping, o: &Origin) -> Result<Parsed, String> {
     if let Mapping::Custom(m) = mapping {
         if m.line_format == LineFormat::Logfmt {
-            return custom(m, &logfmt(o.text)?, o);
+            return custom(m, &logfmt(o.text, o.arena)?, o);
         }
     }
-    let v = Value::parse(o.text).map_err(|e| format!("a JSON object ({e})"))?;
+    let v = Value::parse(o.text, o.arena).map_err(|e| format!("a JSON object ({e})"))?;
     if !v.is_object() {
         return Err(format!("a JSON object, found {}", kind(&v)));
     }
@@ -685,8 +687,8 @@ fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
 
 /// A logfmt line as a JSON object of strings (keys as written, dots included; a key
 /// without `=` is `"true"`). `Err` says what was expected.
-pub fn logfmt(line: &str) -> Result<Value<'_>, String> {
-    let mut o = Object::default();
+pub fn logfmt<'a>(line: &'a str, arena: &'a Bump) -> Result<Value<'a>, String> {
+    let mut o = bumpalo::collections::Vec::new_in(arena);
     let b = line.trim_end_matches(['\r', '\n']);
     let mut it = b.char_indices().peekable();
     let expected =
@@ -709,7 +711,7 @@ pub fn logfmt(line: &str) -> Result<Value<'_>, String> {
                 match it.peek() {
                     Some(&(q, '"')) => {
                         it.next();
-                        let mut v = String::new();
+                        let mut v = bumpalo::collections::String::new_in(arena);
                         loop {
                             match it.next() {
                                 Some((_, '"')) => break,
@@ -728,25 +730,25 @@ pub fn logfmt(line: &str) -> Result<Value<'_>, String> {
                                 return Err(expected("a space after the quoted value", i));
                             }
                         }
-                        Cow::Owned(v)
+                        v.into_bump_str()
                     }
                     _ => {
                         let vs = it.peek().map_or(b.len(), |(i, _)| *i);
                         while it.next_if(|(_, c)| !c.is_whitespace()).is_some() {}
                         let ve = it.peek().map_or(b.len(), |(i, _)| *i);
-                        Cow::Borrowed(&b[vs..ve])
+                        &b[vs..ve]
                     }
                 }
             }
             Some(&(i, '"')) => return Err(expected("`=` before a quote", i)),
-            _ => Cow::Borrowed("true"),
+            _ => "true",
         };
-        o.0.push((Cow::Borrowed(key), Value::String(value)));
+        o.push((key, Value::String(value)));
     }
     if o.is_empty() {
         return Err("logfmt key=value pairs, found none".into());
     }
-    Ok(Value::Object(o))
+    Ok(Value::Object(Object(o.into_bump_slice())))
 }
 
 /// Guess a log's mapping from its first record: ECS has `@timestamp`, OCSF has
@@ -769,7 +771,8 @@ pub fn detect(name: &str, r: &mut dyn BufRead) -> Result<(Mapping, Vec<u8>), Str
         if line.trim().is_empty() {
             continue;
         }
-        let v = Value::parse(&line).map_err(|e| {
+        let arena = Bump::new();
+        let v = Value::parse(&line, &arena).map_err(|e| {
             format!(
                 "{name}:{n}: cannot tell the log's format: expected a JSON object ({e}), found: {}",
                 excerpt(line.trim())
@@ -831,6 +834,8 @@ pub struct AuditLog {
     mapping: Mapping,
     reader: Box<dyn BufRead>,
     buf: Vec<u8>,
+    /// The current line's parsed objects (reset for every line).
+    arena: Bump,
     pub stats: LogStats,
     skip_malformed: bool,
 }
@@ -882,6 +887,7 @@ impl AuditLog {
             mapping,
             reader,
             buf: Vec::new(),
+            arena: Bump::new(),
             skip_malformed,
         }
     }
@@ -954,11 +960,13 @@ impl AuditLog {
                 self.buf = buf;
                 continue;
             }
+            self.arena.reset();
             let origin = Origin {
                 service: &self.service,
                 file: &self.file,
                 line: self.stats.lines,
                 text: line.trim_end(),
+                arena: &self.arena,
             };
             let parsed = parse_line(&self.mapping, &origin);
             let result = match parsed {
@@ -997,6 +1005,7 @@ mod tests {
             file: &"log".into(),
             line: 1,
             text: &text,
+            arena: &Bump::new(),
         };
         parse_line(m, &o).map(|p| match p {
             Parsed::Record(r) => Some(*r),
@@ -1129,6 +1138,7 @@ mod tests {
             file: &"log".into(),
             line: 1,
             text,
+            arena: &Bump::new(),
         };
         parse_line(m, &o).map(|p| match p {
             Parsed::Record(r) => Some(*r),
@@ -1138,7 +1148,8 @@ mod tests {
 
     #[test]
     fn logfmt_lines() {
-        let v = logfmt(r#"ts=2026-11-28T04:00:00.5Z level=info msg="order \"7\" saved\n" file.path=/o/1 dry_run pid=9 empty="""#).unwrap();
+        let arena = Bump::new();
+        let v = logfmt(r#"ts=2026-11-28T04:00:00.5Z level=info msg="order \"7\" saved\n" file.path=/o/1 dry_run pid=9 empty="""#, &arena).unwrap();
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&v.to_string()).unwrap(),
             json!({"ts": TS, "level": "info", "msg": "order \"7\" saved\n", "file.path": "/o/1", "dry_run": "true", "pid": "9", "empty": ""})
@@ -1150,7 +1161,7 @@ mod tests {
             (r#"a"x""#, "`=` before a quote at column 2"),
             ("   ", "found none"),
         ] {
-            let e = logfmt(bad).unwrap_err();
+            let e = logfmt(bad, &arena).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
         let m = CustomMapping::parse(

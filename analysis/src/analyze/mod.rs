@@ -441,6 +441,7 @@ pub fn fuzz_parsers(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let service: Arc<str> = "svc".into();
     let file: Arc<str> = "fuzz".into();
+    let arena = bumpalo::Bump::new();
     for m in [
         audit::Mapping::Ecs,
         audit::Mapping::Ocsf,
@@ -452,6 +453,7 @@ pub fn fuzz_parsers(data: &[u8]) {
             file: &file,
             line: 1,
             text: &text,
+            arena: &arena,
         };
         let _ = audit::parse_line(&m, &o);
         let mut log = audit::AuditLog::from_reader(
@@ -465,7 +467,7 @@ pub fn fuzz_parsers(data: &[u8]) {
     }
     let _ = time::parse_rfc3339(&text);
     let _ = time::parse_duration(&text);
-    if let Ok(v) = json::Value::parse(&text) {
+    if let Ok(v) = json::Value::parse(&text, &arena) {
         for f in [
             time::TimeFormat::Auto,
             time::TimeFormat::EpochS,

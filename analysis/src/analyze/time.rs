@@ -281,7 +281,10 @@ mod tests {
     fn epoch_numbers_exactly() {
         let v = |j: serde_json::Value, f| {
             let text = j.to_string();
-            parse_value(&super::super::json::Value::parse(&text).unwrap(), f)
+            parse_value(
+                &super::super::json::Value::parse(&text, &bumpalo::Bump::new()).unwrap(),
+                f,
+            )
         };
         assert_eq!(
             v(json!(1_700_000_000), TimeFormat::EpochS),
