@@ -64,8 +64,8 @@ pub struct Rule {
     /// `None`: every service that has an audit log.
     pub service: Option<String>,
     pub classes: Vec<Class>,
-    paths: Option<GlobSet>,
-    exclude: Option<GlobSet>,
+    paths: Option<Globs>,
+    exclude: Option<Globs>,
     /// `Some(None)`: any recorded service; `Some(Some(s))`: that service.
     peer_service: Option<Option<String>>,
     peer_port: Option<u16>,
@@ -75,7 +75,7 @@ pub struct Rule {
 #[derive(Debug)]
 pub struct Expectations {
     pub rules: Vec<Rule>,
-    never: GlobSet,
+    never: Globs,
     /// "built-in defaults" or the file's path.
     pub source: String,
 }
@@ -122,12 +122,87 @@ fn glob(p: &str) -> Result<Glob, String> {
         .map_err(|e| format!("glob `{p}`: {e}"))
 }
 
-fn globs<S: AsRef<str>>(ps: &[S]) -> Result<GlobSet, String> {
-    let mut b = GlobSetBuilder::new();
-    for p in ps {
-        b.add(glob(p.as_ref())?);
+fn globs<S: AsRef<str>>(ps: &[S]) -> Result<Globs, String> {
+    Globs::new(ps.iter().map(|p| p.as_ref().to_string()).collect())
+}
+
+/// A glob set with a quick test in front: a path can only match a glob if it contains
+/// the glob's longest literal run, so a path that contains none of the set's (one
+/// Aho-Corasick pass) is no match without running the set's strategies (its regexes
+/// were a tenth of `analyze`). A set with a glob without a literal (`/**`) always runs.
+#[derive(Debug)]
+pub struct Globs {
+    set: GlobSet,
+    literals: Option<aho_corasick::AhoCorasick>,
+}
+
+impl Globs {
+    fn new(patterns: Vec<String>) -> Result<Globs, String> {
+        let mut b = GlobSetBuilder::new();
+        let mut lits = Vec::new();
+        for p in &patterns {
+            b.add(glob(p)?);
+            lits.push(required_literal(p));
+        }
+        let literals = if lits.iter().all(|l| !l.is_empty()) {
+            Some(aho_corasick::AhoCorasick::new(&lits).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        Ok(Globs {
+            set: b.build().map_err(|e| e.to_string())?,
+            literals,
+        })
     }
-    b.build().map_err(|e| e.to_string())
+
+    pub fn is_match(&self, path: &str) -> bool {
+        self.literals.as_ref().is_none_or(|l| l.is_match(path)) && self.set.is_match(path)
+    }
+}
+
+/// Text every path that matches glob `p` contains: its longest run of literal
+/// characters, less the `/` at either end of the run (`**/x` also matches `x`, and
+/// `a/**/b` matches `a/b`). Wildcards, classes and escapes end a run; a glob with
+/// alternatives (`{a,b}`), whose literals are not required, has none (empty).
+fn required_literal(p: &str) -> String {
+    let mut best = String::new();
+    let mut run = String::new();
+    let mut end_run = |run: &mut String| {
+        let r = run.trim_matches('/');
+        if r.len() > best.len() {
+            best = r.to_string();
+        }
+        run.clear();
+    };
+    let mut it = p.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '{' => return String::new(),
+            '*' | '?' => end_run(&mut run),
+            '\\' => {
+                // An escaped character: the run ends (conservative).
+                end_run(&mut run);
+                it.next();
+            }
+            '[' => {
+                // A class matches one character of a set: skip it whole (`[!..]`,
+                // `[^..]`, and a `]` right after the opening is a member).
+                end_run(&mut run);
+                it.next_if(|c| *c == '!' || *c == '^');
+                it.next_if_eq(&']');
+                loop {
+                    match it.next() {
+                        Some(']') => break,
+                        Some(_) => {}
+                        None => return String::new(),
+                    }
+                }
+            }
+            c => run.push(c),
+        }
+    }
+    end_run(&mut run);
+    best
 }
 
 impl Expectations {
@@ -298,29 +373,116 @@ impl Expectations {
     }
 }
 
-fn never(audit_logs: &[&Path], extra: &[String]) -> Result<GlobSet, String> {
-    let mut b = GlobSetBuilder::new();
-    for p in NEVER
+fn never(audit_logs: &[&Path], extra: &[String]) -> Result<Globs, String> {
+    let mut v: Vec<String> = NEVER
         .iter()
         .copied()
         .chain(extra.iter().map(String::as_str))
-    {
-        b.add(glob(p)?);
-    }
+        .map(str::to_string)
+        .collect();
     for log in audit_logs {
         // The log as given and as the kernel would name it (absolute, resolved).
         let abs = std::fs::canonicalize(log).unwrap_or_else(|_| log.to_path_buf());
         for p in [log.to_path_buf(), abs] {
-            let s = globset::escape(&p.to_string_lossy());
-            b.add(glob(&s)?);
+            v.push(globset::escape(&p.to_string_lossy()));
         }
     }
-    b.build().map_err(|e| e.to_string())
+    Globs::new(v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The literal test in front of a set never changes its answer: every pattern
+    /// alone and the built-in sets, on paths built from components that contain (and
+    /// almost contain) their literals.
+    #[test]
+    fn literal_prefilter_keeps_every_answer() {
+        let weird = globset::escape("/tmp/we[ird]/a*b.log");
+        let mut patterns: Vec<String> = NEVER
+            .iter()
+            .chain(DEFAULT_EXCLUDE)
+            .chain(&[
+                "**/a/**",
+                "a/**/b",
+                "/x?y/*",
+                "/[ab]c/**",
+                "/d[!e]f",
+                "/{g,h}i/**",
+                "/esc\\*ape",
+                "/lit[]]x",
+                "/**",
+                "**",
+                "*.log",
+                "/usr/*/locale",
+            ])
+            .map(|s| s.to_string())
+            .collect();
+        patterns.push(weird);
+        assert_eq!(required_literal("**/gconv/**"), "gconv");
+        assert_eq!(required_literal("**/*.so.*"), ".so.");
+        assert_eq!(required_literal("/[ab]c/**"), "c");
+        assert_eq!(required_literal("/{g,h}i/**"), "");
+        let parts = [
+            "a",
+            "b",
+            "gconv",
+            "gconvx",
+            "__pycache__",
+            "xzy",
+            "ac",
+            "bc",
+            "dgf",
+            "def",
+            "gi",
+            "hi",
+            "esc*ape",
+            "lib.so",
+            "lib.so.6",
+            "libso",
+            "proc",
+            "usr",
+            "lib",
+            "locale",
+            "share",
+            "tmp",
+            "we[ird]",
+            "a*b.log",
+            "lit]x",
+            "etc",
+            "ld.so.cache",
+            "",
+        ];
+        let mut paths = Vec::new();
+        for a in parts {
+            paths.push(a.to_string());
+            for b in parts {
+                paths.push(format!("{a}/{b}"));
+                for c in parts {
+                    paths.push(format!("{a}/{b}/{c}"));
+                }
+            }
+        }
+        let absolute: Vec<String> = paths.iter().map(|p| format!("/{p}")).collect();
+        paths.extend(absolute);
+        let mut sets: Vec<Vec<String>> = patterns.iter().map(|p| vec![p.clone()]).collect();
+        sets.push(NEVER.iter().map(|s| s.to_string()).collect());
+        sets.push(DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect());
+        let mut matched = 0;
+        for set in sets {
+            let ours = Globs::new(set.clone()).unwrap();
+            for p in &paths {
+                let want = ours.set.is_match(p.as_str());
+                assert_eq!(ours.is_match(p), want, "{set:?} on {p}");
+                matched += usize::from(want);
+            }
+        }
+        assert!(
+            matched > 10_000,
+            "the paths reach the globs ({matched} matches)"
+        );
+    }
     use std::sync::Arc;
 
     fn action(service: &str, class: Class, path: &str) -> Action {
