@@ -122,10 +122,6 @@ fn glob(p: &str) -> Result<Glob, String> {
         .map_err(|e| format!("glob `{p}`: {e}"))
 }
 
-fn globs<S: AsRef<str>>(ps: &[S]) -> Result<Globs, String> {
-    Globs::new(ps.iter().map(|p| p.as_ref().to_string()).collect())
-}
-
 /// A glob set with a quick test in front: a path can only match a glob if it contains
 /// the glob's longest literal run, so a path that contains none of the set's (one
 /// Aho-Corasick pass) is no match without running the set's strategies (its regexes
@@ -137,12 +133,12 @@ pub struct Globs {
 }
 
 impl Globs {
-    fn new(patterns: Vec<String>) -> Result<Globs, String> {
+    fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Globs, String> {
         let mut b = GlobSetBuilder::new();
         let mut lits = Vec::new();
-        for p in &patterns {
-            b.add(glob(p)?);
-            lits.push(required_literal(p));
+        for p in patterns {
+            b.add(glob(p.as_ref())?);
+            lits.push(required_literal(p.as_ref()));
         }
         let literals = if lits.iter().all(|l| !l.is_empty()) {
             Some(aho_corasick::AhoCorasick::new(&lits).map_err(|e| e.to_string())?)
@@ -219,8 +215,8 @@ impl Expectations {
                     Class::FileDelete,
                     Class::FileRename,
                 ],
-                paths: Some(globs(&["/**"]).unwrap()),
-                exclude: Some(globs(DEFAULT_EXCLUDE).unwrap()),
+                paths: Some(Globs::new(&["/**"]).unwrap()),
+                exclude: Some(Globs::new(DEFAULT_EXCLUDE).unwrap()),
                 peer_service: None,
                 peer_port: None,
                 peer_ip: None,
@@ -301,9 +297,14 @@ impl Expectations {
                 }),
                 service: (r.service != "*").then_some(r.service),
                 classes,
-                paths: r.paths.as_deref().map(globs).transpose().map_err(which)?,
+                paths: r
+                    .paths
+                    .as_deref()
+                    .map(Globs::new)
+                    .transpose()
+                    .map_err(which)?,
                 exclude: (!r.exclude.is_empty())
-                    .then(|| globs(&r.exclude))
+                    .then(|| Globs::new(&r.exclude))
                     .transpose()
                     .map_err(which)?,
                 peer_service: r.peer_service.map(|s| (s != "*").then_some(s)),
@@ -387,7 +388,7 @@ fn never(audit_logs: &[&Path], extra: &[String]) -> Result<Globs, String> {
             v.push(globset::escape(&p.to_string_lossy()));
         }
     }
-    Globs::new(v)
+    Globs::new(&v)
 }
 
 #[cfg(test)]
@@ -471,7 +472,7 @@ mod tests {
         sets.push(DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect());
         let mut matched = 0;
         for set in sets {
-            let ours = Globs::new(set.clone()).unwrap();
+            let ours = Globs::new(&set).unwrap();
             for p in &paths {
                 let want = ours.set.is_match(p.as_str());
                 assert_eq!(ours.is_match(p), want, "{set:?} on {p}");

@@ -199,7 +199,7 @@ impl Folder {
         let hash = Self::key_hash(pid, path);
         let e = self
             .closed
-            .find_entry(hash, |c| c.0 .0 == pid && c.0 .1 == path)
+            .find_entry(hash, |c| KeyRef(pid, path).equivalent(&c.0))
             .ok()?;
         let (k, g, _) = e.remove().0;
         Some((k, g))
