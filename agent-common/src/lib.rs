@@ -148,6 +148,27 @@ pub const ARGV_CAP: usize = 2048;
 pub const MAX_DEPTH: u32 = 48;
 pub const COMM_LEN: usize = 16;
 
+/// Values of the `TRACKED` map (thread group id -> value): the service index, and the
+/// [`tracked::SOCKETS`] bit.
+pub mod tracked {
+    /// The process may hold a UDP or unix stream socket. Only then do the programs find
+    /// out which kind of socket a sendto/recvfrom/sendmsg/recvmsg/mmsg call, or a read
+    /// or write on a descriptor that is not a file the process opened, went through
+    /// (about ten kernel reads per call); TCP needs none of that (its bytes are read
+    /// from the socket at close). Set when a tracked process creates any socket but a
+    /// TCP one (socket, socketpair), takes another process's descriptor (pidfd_getfd)
+    /// or sets up io_uring (which creates descriptors without syscalls); inherited by
+    /// children; shared by processes sharing one descriptor table (clone with
+    /// CLONE_FILES); and set from the start for processes whose descriptors were
+    /// opened before tracking began (attached pids, cgroups, selected executables and
+    /// names), unless the agent saw them all (the command it launches, whose inherited
+    /// descriptors it checks). Descriptors received over a unix socket (SCM_RIGHTS)
+    /// need a unix socket, which already set it. Never cleared.
+    pub const SOCKETS: u32 = 1 << 31;
+    /// The service index bits.
+    pub const SERVICE: u32 = !SOCKETS;
+}
+
 /// Where one string lives in the data area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -83,10 +83,12 @@ pub mod nr {
     pub const READV: u64 = 19;
     pub const WRITEV: u64 = 20;
     pub const SENDFILE: u64 = 40;
+    pub const SOCKET: u64 = 41;
     pub const CONNECT: u64 = 42;
     pub const ACCEPT: u64 = 43;
     pub const BIND: u64 = 49;
     pub const LISTEN: u64 = 50;
+    pub const SOCKETPAIR: u64 = 53;
     pub const SENDTO: u64 = 44;
     pub const RECVFROM: u64 = 45;
     pub const SENDMSG: u64 = 46;
@@ -123,7 +125,9 @@ pub mod nr {
     pub const ACCEPT4: u64 = 288;
     pub const PREADV2: u64 = 327;
     pub const PWRITEV2: u64 = 328;
+    pub const IO_URING_SETUP: u64 = 425;
     pub const OPENAT2: u64 = 437;
+    pub const PIDFD_GETFD: u64 = 438;
     pub const FCHMODAT2: u64 = 452;
 }
 

@@ -25,7 +25,7 @@
 use agent_common::{
     ev_flag, op, stat,
     syscalls::{self, nr, Spec, CWD, NONE, NO_BASE},
-    FdKey, FdState, FileInfo,
+    tracked, FdKey, FdState, FileInfo,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
@@ -76,12 +76,13 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let (tgid, _) = ids();
-    let Some(service) = maps::tracked(tgid) else {
+    let Some(value) = maps::tracking(tgid) else {
         return 0;
     };
     if !kernel::ready() {
         return 0;
     }
+    let service = value & tracked::SERVICE;
     let task = kernel::current_task();
     if kernel::compat_syscall(task) {
         // ia32 number 3 is read(); sys_exit counts it.
@@ -100,6 +101,15 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         } else {
             emit_close(&key, &st, service, task, 0, slot::SYS_ENTER);
         }
+    }
+    if value & tracked::SOCKETS == 0 {
+        // No UDP or unix socket in this process: whether `cur` is a file or a (TCP)
+        // socket, all that is left is to forget a file at its last reference (a
+        // socket's address is not among the files).
+        if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
+            let _ = FILES.remove(&cur);
+        }
+        return 0;
     }
     match kernel::file_sock(cur) {
         // A UDP socket: the agent reports its flows; a unix one: its connection; TCP
@@ -139,18 +149,29 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 /// the 1 million instructions that 6.1's verifier processes).
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, _) = ids();
-    let Some(service) = maps::tracked(tgid) else {
+    let Some(value) = maps::tracking(tgid) else {
         return Ok(());
     };
     if !kernel::ready() {
         return Ok(());
     }
+    let service = value & tracked::SERVICE;
+    let sockets = value & tracked::SOCKETS != 0;
     let regs: u64 = ctx.arg(0);
     let n: u64 = read(regs, off!(regs_nr))?;
     let part = if is_io(n) || is_transfer(n) {
         part::IO
     } else if crate::udp::is_udp_syscall(n) {
+        if !sockets {
+            // No UDP or unix socket in this process: TCP counts its own bytes.
+            return Ok(());
+        }
         part::UDP
+    } else if gives_descriptor(n) {
+        if !sockets {
+            note_descriptor(tgid, n, regs, ctx.arg(1));
+        }
+        return Ok(());
     } else if n == nr::CONNECT {
         part::CONNECT
     } else if n == nr::ACCEPT || n == nr::ACCEPT4 {
@@ -170,7 +191,13 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     // interleave with another run of it on this CPU (the kernel skips such a run).
     if let Some(a) = SYS_EXIT_ARGS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, see above.
-        unsafe { *a = ExitArgs { n, service } };
+        unsafe {
+            *a = ExitArgs {
+                n,
+                service,
+                sockets,
+            }
+        };
     }
     // SAFETY: a tail call with this program's own context; returns only on failure.
     unsafe { SYS_EXIT_PARTS.tail_call(ctx, part) };
@@ -196,6 +223,36 @@ pub mod part {
 pub struct ExitArgs {
     n: u64,
     service: u32,
+    /// [`tracked::SOCKETS`]: the process may hold UDP or unix sockets.
+    sockets: bool,
+}
+
+/// Syscalls that may give a process a UDP or unix socket without it being one a
+/// tracked process created with socket(): see [`tracked::SOCKETS`].
+#[inline(always)]
+fn gives_descriptor(n: u64) -> bool {
+    matches!(
+        n,
+        nr::SOCKET | nr::SOCKETPAIR | nr::PIDFD_GETFD | nr::IO_URING_SETUP
+    )
+}
+
+/// One of [`gives_descriptor`] returned in a process without [`tracked::SOCKETS`]:
+/// set it unless the call created a TCP socket (or failed).
+#[inline(always)]
+fn note_descriptor(tgid: u32, n: u64, regs: u64, ret: i64) {
+    if ret < 0 {
+        return;
+    }
+    if n == nr::SOCKET {
+        let family = reg_arg(regs, 0) as u16;
+        // SOCK_TYPE_MASK: the type without SOCK_NONBLOCK and SOCK_CLOEXEC.
+        let ty = (reg_arg(regs, 1) & 0xf) as u16;
+        if kernel::classify(family, ty) == kernel::SockClass::Tcp {
+            return;
+        }
+    }
+    maps::mark_sockets(tgid);
 }
 
 /// The syscall number and service `sys_exit` stored for this run.
@@ -208,7 +265,12 @@ fn exit_args() -> Option<ExitArgs> {
 /// read/write family and sendfile/splice/copy_file_range: bytes per descriptor.
 #[raw_tracepoint]
 pub fn sys_exit_io(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service }) = exit_args() else {
+    let Some(ExitArgs {
+        n,
+        service,
+        sockets,
+    }) = exit_args()
+    else {
         return 0;
     };
     let regs: u64 = ctx.arg(0);
@@ -223,9 +285,9 @@ pub fn sys_exit_io(ctx: RawTracePointContext) -> i32 {
     } else {
         (pack(reg_arg(regs, 0), false), pack(reg_arg(regs, 2), true))
     };
-    account(first, bytes, n, service);
+    account(first, bytes, n, service, sockets);
     if second != NO_FD {
-        account(second, bytes, n, service);
+        account(second, bytes, n, service, sockets);
     }
     0
 }
@@ -233,7 +295,7 @@ pub fn sys_exit_io(ctx: RawTracePointContext) -> i32 {
 /// sendto/recvfrom/sendmsg/recvmsg and the mmsg calls: UDP flows.
 #[raw_tracepoint]
 pub fn sys_exit_udp(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service }) = exit_args() else {
+    let Some(ExitArgs { n, service, .. }) = exit_args() else {
         return 0;
     };
     let regs: u64 = ctx.arg(0);
@@ -261,7 +323,7 @@ pub fn sys_exit_connect(ctx: RawTracePointContext) -> i32 {
 /// accept and accept4 (TCP and unix).
 #[raw_tracepoint]
 pub fn sys_exit_accept(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service }) = exit_args() else {
+    let Some(ExitArgs { n, service, .. }) = exit_args() else {
         return 0;
     };
     crate::net::accept_exit(n, ctx.arg(1), service);
@@ -271,7 +333,7 @@ pub fn sys_exit_accept(ctx: RawTracePointContext) -> i32 {
 /// bind and listen.
 #[raw_tracepoint]
 pub fn sys_exit_bind(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service }) = exit_args() else {
+    let Some(ExitArgs { n, service, .. }) = exit_args() else {
         return 0;
     };
     let regs: u64 = ctx.arg(0);
@@ -282,7 +344,7 @@ pub fn sys_exit_bind(ctx: RawTracePointContext) -> i32 {
 /// The open family, rename, unlink, mkdir, chmod, ...: events with paths.
 #[raw_tracepoint]
 pub fn sys_exit_path(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service }) = exit_args() else {
+    let Some(ExitArgs { n, service, .. }) = exit_args() else {
         return 0;
     };
     let (tgid, _) = ids();
@@ -573,9 +635,6 @@ fn is_io(n: u64) -> bool {
         )
 }
 
-/// Add a read/write result to the bytes of its descriptor. A descriptor without state
-/// whose file a tracked process opened (dup, fork inheritance, SCM_RIGHTS) is acquired
-/// here: reported once, then counted like an opened one.
 /// A descriptor and whether bytes were written to it, in one register.
 #[inline(always)]
 fn pack(fd: u64, write: bool) -> u64 {
@@ -583,10 +642,14 @@ fn pack(fd: u64, write: bool) -> u64 {
 }
 const NO_FD: u64 = u64::MAX;
 
+/// Add a read/write result to the bytes of its descriptor. A descriptor without state
+/// whose file a tracked process opened (dup, fork inheritance, SCM_RIGHTS) is acquired
+/// here: reported once, then counted like an opened one. Other descriptors are looked
+/// at as sockets only when the process may hold UDP or unix ones (`sockets`).
 /// Out of line (called twice for transfers): a BPF-to-BPF call with at most five
 /// arguments, verified once per call site instead of being inlined.
 #[inline(never)]
-fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
+fn account(fd_write: u64, bytes: u64, n: u64, service: u32, sockets: bool) {
     let fd = fd_write as u32;
     let write = fd_write >> 32 != 0;
     let (tgid, _) = ids();
@@ -642,7 +705,7 @@ fn account(fd_write: u64, bytes: u64, n: u64, service: u32) {
         // Not a file a tracked process opened: a unix connection's bytes, or a
         // connected UDP socket's datagram?
         // (TCP counts its own bytes: nothing to do for it.)
-        if bytes > 0 {
+        if bytes > 0 && sockets {
             if let Ok(sk) = kernel::file_sock(cur) {
                 let (family, ty) = kernel::sock_family_type(sk);
                 let class = kernel::classify(family, ty);

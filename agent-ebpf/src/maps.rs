@@ -1,7 +1,8 @@
 //! Maps shared by the programs. Sizes are defaults; the agent may resize before load.
 
 use agent_common::{
-    EventBuf, ExeKey, FdKey, FdState, FileInfo, Flow, FlowKey, SockOwner, UnixConn, COMM_LEN,
+    tracked, EventBuf, ExeKey, FdKey, FdState, FileInfo, Flow, FlowKey, SockOwner, UnixConn,
+    COMM_LEN,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -14,7 +15,7 @@ use aya_ebpf::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Tracked processes: tgid -> service index.
+/// Tracked processes: tgid -> service index and flags (`agent_common::tracked`).
 #[map]
 pub static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
@@ -88,8 +89,25 @@ pub fn count(stat: u32) {
 /// Service index of the current process, if it is tracked.
 #[inline(always)]
 pub fn tracked(tgid: u32) -> Option<u32> {
+    tracking(tgid).map(|v| v & tracked::SERVICE)
+}
+
+/// The `TRACKED` value of a process: its service index and [`tracked::SOCKETS`].
+#[inline(always)]
+pub fn tracking(tgid: u32) -> Option<u32> {
     // SAFETY: plain u32 value, read once.
     unsafe { TRACKED.get(&tgid).copied() }
+}
+
+/// Set [`tracked::SOCKETS`] on a tracked process. A plain store: the other writers of
+/// the value (fork reads it, exec rewrites it after the process's other threads are
+/// gone) cannot lose the bit.
+#[inline(always)]
+pub fn mark_sockets(tgid: u32) {
+    if let Some(v) = TRACKED.get_ptr_mut(&tgid) {
+        // SAFETY: the map value stays valid during the program.
+        unsafe { *v |= tracked::SOCKETS };
+    }
 }
 
 /// The parts of `sys_exit`, one program per syscall group (`file::part`), filled by the

@@ -8,7 +8,7 @@
 //! - `sched_process_exit(struct task_struct *p, ...)`: emitted once per process, by the
 //!   last thread (`signal->live` reached zero), with `task->exit_code` (wait status).
 
-use agent_common::{op, str_kind, ExeKey};
+use agent_common::{op, str_kind, tracked, ExeKey};
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
@@ -28,9 +28,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let parent_tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(service) = maps::tracked(parent_tgid) else {
+    let Some(mut value) = maps::tracking(parent_tgid) else {
         return Ok(());
     };
+    let service = value & tracked::SERVICE;
     let child: u64 = ctx.arg(1);
     let child_tgid: u32 = read(child, off!(task_tgid))?;
     let child_pid: u32 = read(child, off!(task_pid))?;
@@ -38,7 +39,18 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         // A new thread: its process is already tracked.
         return Ok(());
     }
-    if TRACKED.insert(&child_tgid, &service, 0).is_err() {
+    if value & tracked::SOCKETS == 0 {
+        // A process sharing its parent's descriptor table (clone with CLONE_FILES, not
+        // a thread): a socket either of them creates is the other's too.
+        let parent: u64 = ctx.arg(0);
+        let shared = read::<u64>(parent, off!(task_files))
+            .is_ok_and(|p| p != 0 && read::<u64>(child, off!(task_files)) == Ok(p));
+        if shared {
+            value |= tracked::SOCKETS;
+            maps::mark_sockets(parent_tgid);
+        }
+    }
+    if TRACKED.insert(&child_tgid, &value, 0).is_err() {
         count(agent_common::stat::TRACK_FULL);
     }
     let task = kernel::current_task();
@@ -72,7 +84,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     // A process that execs a selected executable, or takes a selected name, belongs
     // to that service from now on, whether it was tracked before or not.
-    let mut service = maps::tracked(tgid);
+    let mut value = maps::tracking(tgid);
     // SAFETY: plain map value reads.
     let selected = unsafe {
         match EXES.get(&ExeKey { dev, ino }) {
@@ -83,12 +95,19 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     };
     if let Some(s) = selected {
-        if service != Some(s) && TRACKED.insert(&tgid, &s, 0).is_err() {
+        let new = match value {
+            Some(v) if v & tracked::SERVICE == s => v,
+            Some(v) => s | (v & tracked::SOCKETS),
+            // A process tracked only from now on has descriptors opened untracked:
+            // any of them may be a UDP or unix socket.
+            None => s | tracked::SOCKETS,
+        };
+        if value != Some(new) && TRACKED.insert(&tgid, &new, 0).is_err() {
             count(agent_common::stat::TRACK_FULL);
         }
-        service = Some(s);
+        value = Some(new);
     }
-    let Some(service) = service else {
+    let Some(service) = value.map(|v| v & tracked::SERVICE) else {
         return Ok(());
     };
     let Some(mut ev) = event::begin(op::EXEC, service, task, slot::SCHED) else {
@@ -176,7 +195,11 @@ fn try_attach(ctx: &RawTracePointContext) -> Result<(), i64> {
         // SAFETY: plain map value read.
         if let Some(service) = unsafe { CGROUPS.get(&id) }.copied() {
             let tgid: u32 = read(task, off!(task_tgid))?;
-            if TRACKED.insert(&tgid, &service, 0).is_err() {
+            // Its descriptors were opened before it was tracked (see exec).
+            if TRACKED
+                .insert(&tgid, &(service | tracked::SOCKETS), 0)
+                .is_err()
+            {
                 count(agent_common::stat::TRACK_FULL);
             }
             return Ok(());

@@ -104,6 +104,51 @@ pub struct Pending {
     err_r: i32,
 }
 
+impl Pending {
+    /// Whether the command starts with a socket descriptor (one without close-on-exec,
+    /// inherited from the agent's own caller): then the kernel programs must find out
+    /// which kind of socket each of its sends and receives goes through
+    /// (`agent_common::tracked::SOCKETS`). Unreadable /proc counts as yes.
+    pub fn inherits_socket(&self) -> bool {
+        inherits_socket(self.pid)
+    }
+}
+
+/// See [`Pending::inherits_socket`].
+fn inherits_socket(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    for entry in dir {
+        let Ok(entry) = entry else {
+            return true;
+        };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            // Closed since the listing.
+            continue;
+        };
+        if !target.as_os_str().as_bytes().starts_with(b"socket:") {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ));
+        let cloexec = info
+            .ok()
+            .and_then(|i| {
+                i.lines()
+                    .find_map(|l| l.strip_prefix("flags:"))
+                    .and_then(|f| u64::from_str_radix(f.trim(), 8).ok())
+            })
+            .is_some_and(|f| f & libc::O_CLOEXEC as u64 != 0);
+        if !cloexec {
+            return true;
+        }
+    }
+    false
+}
+
 fn cstr(s: OsString) -> anyhow::Result<CString> {
     CString::new(s.into_vec()).context("argument contains a NUL byte")
 }
@@ -227,6 +272,65 @@ impl Pending {
             libc::waitpid(self.pid, &mut status, 0);
             libc::close(self.go_w);
             libc::close(self.err_r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inherits_socket;
+    use std::os::{fd::AsRawFd, unix::process::CommandExt};
+
+    /// `sleep` with only the descriptors 0-2 (null) and, when given, `sock` as 3.
+    fn child_with(sock: Option<i32>, cloexec: bool) -> std::process::Child {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(s) = sock {
+                    if libc::dup2(s, 3) != 3 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // Explicitly: dup2 onto itself keeps the flag.
+                    let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+                    libc::fcntl(3, libc::F_SETFD, flags);
+                }
+                // Whatever else the test process holds (a CI runner's sockets).
+                let first = if sock.is_some() { 4 } else { 3 };
+                libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
+                Ok(())
+            })
+        };
+        cmd.spawn().expect("spawn sleep")
+    }
+
+    #[test]
+    fn a_socket_without_cloexec_is_inherited() {
+        let sock = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+        let cases = [
+            (None, false, false),
+            (Some(sock.as_raw_fd()), false, true),
+            (Some(sock.as_raw_fd()), true, false),
+        ];
+        for (fd, cloexec, expected) in cases {
+            let mut child = child_with(fd, cloexec);
+            // The child runs `sleep` once /proc shows its new executable; before that
+            // it may still hold the descriptors of the fork.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::fs::read_link(format!("/proc/{}/exe", child.id()))
+                .map_or(true, |e| !e.to_string_lossy().ends_with("/sleep"))
+            {
+                assert!(std::time::Instant::now() < deadline, "sleep did not start");
+                std::thread::yield_now();
+            }
+            let got = inherits_socket(child.id() as i32);
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(got, expected, "socket {fd:?} cloexec {cloexec}");
         }
     }
 }

@@ -311,8 +311,9 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     // Running processes of selected services: tracked from here on; what /proc says
     // about their command line stands in for the exec the trail did not see.
     for (pid, svc) in &scope.pids {
+        // Their descriptors were opened untracked: any may be a UDP or unix socket.
         tracked
-            .insert(pid, svc, 0)
+            .insert(pid, svc | agent_common::tracked::SOCKETS, 0)
             .with_context(|| format!("adding pid {pid} to the kernel tracking map"))?;
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|b| {
             b.split(|c| *c == 0)
@@ -333,7 +334,12 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     let child = match launch {
         Some((program, run_as, label)) => {
             let pending = launch::fork_waiting(&program, &opts.command, &run_as)?;
-            if let Err(e) = tracked.insert(pending.pid as u32, 0, 0) {
+            let value = if pending.inherits_socket() {
+                agent_common::tracked::SOCKETS
+            } else {
+                0
+            };
+            if let Err(e) = tracked.insert(pending.pid as u32, value, 0) {
                 pending.abort();
                 return Err(e).context("adding the command to the kernel tracking map");
             }

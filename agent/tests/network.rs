@@ -249,6 +249,60 @@ fn udp_flows_are_aggregated_in_the_kernel_with_exact_counts() {
     assert_eq!((v4.client.pid, v4.server.pid), (Some(pid), Some(pid)));
 }
 
+/// UDP sockets the recorded process did not create itself: one the command inherits
+/// from whoever started the agent, and one that a child sharing its descriptor table
+/// (clone with CLONE_FILES) created. The kernel programs skip looking at the sockets
+/// of sends in processes known to hold no UDP or unix socket; these processes must not
+/// be taken for such.
+#[test]
+fn udp_sockets_the_process_did_not_create_are_counted() {
+    use std::os::fd::AsRawFd;
+    if !privileged() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let inherited = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fd = inherited.as_raw_fd();
+    // SAFETY: clearing close-on-exec on our own socket, so that the agent and the
+    // command it launches inherit it.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    // Separate recordings: a process with an inherited socket is treated as holding
+    // sockets from the start, which would hide a miss of the clone's.
+    let flows = |op: String, inherited: Option<std::net::UdpSocket>| {
+        let dir = d.join(op.split(':').next().unwrap());
+        std::fs::create_dir(&dir).unwrap();
+        let run = record(&dir, &[], &[WORKLOAD, &op], &d);
+        drop(inherited);
+        assert!(run.out.status.success(), "agent failed: {}", run.stderr());
+        let pid = run.workload_pid(&op);
+        traffic(&run, "127.0.0.1")
+            .into_iter()
+            .filter(|e| e.actor.pid == pid)
+            .map(|e| {
+                let x = e.network.as_ref().unwrap();
+                assert_eq!(x.dst.as_ref().unwrap().port, port, "{e:#?}");
+                (x.packets_out, x.bytes_out)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        flows(
+            format!("sendfd:{fd}:127.0.0.1:{port}:11:3"),
+            Some(inherited)
+        ),
+        [(Some(3), Some(33))],
+        "the inherited socket"
+    );
+    assert_eq!(
+        flows(format!("clonefiles:127.0.0.1:{port}:13:2"), None),
+        [(Some(2), Some(26))],
+        "the socket the clone created"
+    );
+}
+
 #[test]
 fn long_udp_flows_are_reported_periodically_without_double_counting() {
     if !privileged() {

@@ -47,6 +47,12 @@
 //!                       connections in T ns`
 //!   bulk:MIB            one loopback TCP connection carrying MIB MiB to a server
 //!                       thread; prints `bulk: B bytes in T ns`
+//!   sendfd:FD:ADDR:PORT:N:K  send K datagrams of N bytes with sendto on the inherited
+//!                       UDP socket FD to ADDR:PORT (the socket stays open)
+//!   clonefiles:ADDR:PORT:N:K  clone a child that shares this process's descriptor
+//!                       table (CLONE_FILES, not a thread); the child creates a UDP
+//!                       socket and exits with its descriptor number; this process then
+//!                       sends K datagrams of N bytes with sendto on it to ADDR:PORT
 //!   waitfor:PATH        wait (up to 60 s) until PATH exists
 //!   sleep:MS
 use std::{
@@ -88,6 +94,16 @@ fn wait_child(pid: libc::pid_t, op: &str) -> Result<(), String> {
         return Err(format!("{op}: the server child failed ({st})"));
     }
     Ok(())
+}
+
+/// `k` datagrams of `n` bytes with sendto on the UDP socket `fd`, which stays open.
+fn send_datagrams(fd: i32, to: std::net::SocketAddr, n: usize, k: usize) -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `fd` is a UDP socket this process holds; given back below.
+    let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    let sent = (0..k).try_for_each(|_| sock.send_to(&vec![b'd'; n], to).map(|_| ()));
+    let _ = sock.into_raw_fd();
+    sent
 }
 
 /// The server's side of an exchange: read `n` bytes, answer `m`.
@@ -246,6 +262,43 @@ fn run(op: &str) -> Result<(), String> {
             let served = wait_child(pid, op);
             result.map_err(|e| format!("{op}: {e}"))?;
             served
+        }
+        "sendfd" => {
+            let fd = num(1)? as i32;
+            let to = std::net::SocketAddr::new(ip(2)?, num(3)? as u16);
+            send_datagrams(fd, to, num(4)?, num(5)?).map_err(|x| format!("{op}: {x}"))
+        }
+        "clonefiles" => {
+            let to = std::net::SocketAddr::new(ip(1)?, num(2)? as u16);
+            // SAFETY: clone without CLONE_VM behaves like fork (a copy of the memory);
+            // the child only creates a socket and exits without running destructors.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    libc::CLONE_FILES | libc::SIGCHLD,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
+            if pid < 0 {
+                return Err(format!("{op}: clone: {}", std::io::Error::last_os_error()));
+            }
+            if pid == 0 {
+                use std::os::fd::IntoRawFd;
+                let fd = std::net::UdpSocket::bind((to.ip(), 0)).map_or(0, |s| s.into_raw_fd());
+                // SAFETY: leaving the child without running the parent's destructors.
+                unsafe { libc::_exit(fd) };
+            }
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) };
+            let fd = libc::WEXITSTATUS(st);
+            if !libc::WIFEXITED(st) || fd == 0 {
+                return Err(format!("{op}: the child created no socket ({st})"));
+            }
+            send_datagrams(fd, to, num(3)?, num(4)?).map_err(|x| format!("{op}: {x}"))
         }
         "udp" => {
             use std::os::fd::AsRawFd;
