@@ -69,6 +69,27 @@ fn reg_arg(regs: u64, i: usize) -> u64 {
     read::<u64>(regs, o).unwrap_or(0)
 }
 
+/// The syscall number and its first three arguments of the registers at `regs`: one
+/// read where `pt_regs` has them side by side (x86_64: dx, si, di, orig_ax), else four.
+#[inline(always)]
+fn nr_and_args(regs: u64) -> Result<(u64, [u64; 3]), i64> {
+    let (o0, o1, o2, on) = (
+        off!(regs_args[0]),
+        off!(regs_args[1]),
+        off!(regs_args[2]),
+        off!(regs_nr),
+    );
+    if o1 == o2 + 8 && o0 == o1 + 8 && on == o0 + 8 {
+        let v: [u64; 4] = read(regs, o2)?;
+        Ok((v[3], [v[2], v[1], v[0]]))
+    } else {
+        Ok((
+            read(regs, on)?,
+            [reg_arg(regs, 0), reg_arg(regs, 1), reg_arg(regs, 2)],
+        ))
+    }
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
@@ -158,7 +179,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let service = value & tracked::SERVICE;
     let sockets = value & tracked::SOCKETS != 0;
     let regs: u64 = ctx.arg(0);
-    let n: u64 = read(regs, off!(regs_nr))?;
+    let (n, args) = nr_and_args(regs)?;
     let part = if is_io(n) || is_transfer(n) {
         part::IO
     } else if crate::udp::is_udp_syscall(n) {
@@ -169,7 +190,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         part::UDP
     } else if gives_descriptor(n) {
         if !sockets {
-            note_descriptor(tgid, n, regs, ctx.arg(1));
+            note_descriptor(tgid, n, args, ctx.arg(1));
         }
         return Ok(());
     } else if n == nr::CONNECT {
@@ -196,6 +217,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
                 n,
                 service,
                 sockets,
+                args,
             }
         };
     }
@@ -225,6 +247,8 @@ pub struct ExitArgs {
     service: u32,
     /// [`tracked::SOCKETS`]: the process may hold UDP or unix sockets.
     sockets: bool,
+    /// The syscall's first three arguments (the others: [`reg_arg`]).
+    args: [u64; 3],
 }
 
 /// Syscalls that may give a process a UDP or unix socket without it being one a
@@ -240,14 +264,14 @@ fn gives_descriptor(n: u64) -> bool {
 /// One of [`gives_descriptor`] returned in a process without [`tracked::SOCKETS`]:
 /// set it unless the call created a TCP socket (or failed).
 #[inline(always)]
-fn note_descriptor(tgid: u32, n: u64, regs: u64, ret: i64) {
+fn note_descriptor(tgid: u32, n: u64, args: [u64; 3], ret: i64) {
     if ret < 0 {
         return;
     }
     if n == nr::SOCKET {
-        let family = reg_arg(regs, 0) as u16;
+        let family = args[0] as u16;
         // SOCK_TYPE_MASK: the type without SOCK_NONBLOCK and SOCK_CLOEXEC.
-        let ty = (reg_arg(regs, 1) & 0xf) as u16;
+        let ty = (args[1] & 0xf) as u16;
         if kernel::classify(family, ty) == kernel::SockClass::Tcp {
             return;
         }
@@ -269,21 +293,21 @@ pub fn sys_exit_io(ctx: RawTracePointContext) -> i32 {
         n,
         service,
         sockets,
+        args,
     }) = exit_args()
     else {
         return 0;
     };
-    let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let bytes = if ret > 0 { ret as u64 } else { 0 };
     // (descriptor, written?) pairs: read/write use one; sendfile(out, in, ..),
     // splice and copy_file_range(in, .., out, ..) move bytes from one to another.
     let (first, second) = if is_io(n) {
-        (pack(reg_arg(regs, 0), is_write(n)), NO_FD)
+        (pack(args[0], is_write(n)), NO_FD)
     } else if n == nr::SENDFILE {
-        (pack(reg_arg(regs, 1), false), pack(reg_arg(regs, 0), true))
+        (pack(args[1], false), pack(args[0], true))
     } else {
-        (pack(reg_arg(regs, 0), false), pack(reg_arg(regs, 2), true))
+        (pack(args[0], false), pack(args[2], true))
     };
     account(first, bytes, n, service, sockets);
     if second != NO_FD {
@@ -295,13 +319,16 @@ pub fn sys_exit_io(ctx: RawTracePointContext) -> i32 {
 /// sendto/recvfrom/sendmsg/recvmsg and the mmsg calls: UDP flows.
 #[raw_tracepoint]
 pub fn sys_exit_udp(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service, .. }) = exit_args() else {
+    let Some(ExitArgs {
+        n, service, args, ..
+    }) = exit_args()
+    else {
         return 0;
     };
     let regs: u64 = ctx.arg(0);
     crate::udp::udp_exit(
-        (n << 32) | (reg_arg(regs, 0) & 0xffff_ffff),
-        reg_arg(regs, 1),
+        (n << 32) | (args[0] & 0xffff_ffff),
+        args[1],
         reg_arg(regs, 4),
         ctx.arg(1),
         service,
@@ -312,11 +339,10 @@ pub fn sys_exit_udp(ctx: RawTracePointContext) -> i32 {
 /// connect (TCP and unix).
 #[raw_tracepoint]
 pub fn sys_exit_connect(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { service, .. }) = exit_args() else {
+    let Some(ExitArgs { service, args, .. }) = exit_args() else {
         return 0;
     };
-    let regs: u64 = ctx.arg(0);
-    crate::net::connect_exit(reg_arg(regs, 0), reg_arg(regs, 1), ctx.arg(1), service);
+    crate::net::connect_exit(args[0], args[1], ctx.arg(1), service);
     0
 }
 
@@ -333,11 +359,13 @@ pub fn sys_exit_accept(ctx: RawTracePointContext) -> i32 {
 /// bind and listen.
 #[raw_tracepoint]
 pub fn sys_exit_bind(ctx: RawTracePointContext) -> i32 {
-    let Some(ExitArgs { n, service, .. }) = exit_args() else {
+    let Some(ExitArgs {
+        n, service, args, ..
+    }) = exit_args()
+    else {
         return 0;
     };
-    let regs: u64 = ctx.arg(0);
-    crate::net::bind_exit(n, reg_arg(regs, 0), ctx.arg(1), service);
+    crate::net::bind_exit(n, args[0], ctx.arg(1), service);
     0
 }
 
@@ -378,16 +406,16 @@ fn try_path_syscall_exit(
     let Some(spec) = syscalls::spec(n) else {
         return Ok(());
     };
-    if kernel::compat_syscall(task) {
-        count(stat::COMPAT_SYSCALLS);
+    // (`sys_exit` checked that the call is not a 32-bit one.)
+    let Some(ExitArgs { args, .. }) = exit_args() else {
         return Ok(());
-    }
+    };
     let p = Call {
         nr: n,
         args: [
-            reg_arg(regs, 0),
-            reg_arg(regs, 1),
-            reg_arg(regs, 2),
+            args[0],
+            args[1],
+            args[2],
             reg_arg(regs, 3),
             reg_arg(regs, 4),
             reg_arg(regs, 5),
