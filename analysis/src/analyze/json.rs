@@ -354,17 +354,26 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+    /// Step over a container's opening bracket: whether it closes right away with
+    /// `close` (an empty container), after the depth check.
+    fn open(&mut self, depth: usize, close: u8) -> Result<bool, Error> {
         if depth > MAX_DEPTH {
             return Err(self.err("recursion limit exceeded"));
         }
         self.i += 1;
-        let start = self.members.len();
         self.ws();
-        if self.peek() == Some(b'}') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.i += 1;
+        }
+        Ok(empty)
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+        if self.open(depth, b'}')? {
             return Ok(Value::Object(Object(&[])));
         }
+        let start = self.members.len();
         loop {
             self.ws();
             match self.peek() {
@@ -399,16 +408,10 @@ impl<'a> Parser<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Result<Value<'a>, Error> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("recursion limit exceeded"));
-        }
-        self.i += 1;
-        let start = self.items.len();
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
+        if self.open(depth, b']')? {
             return Ok(Value::Array(&[]));
         }
+        let start = self.items.len();
         loop {
             let v = self.value(depth)?;
             self.items.push(v);
