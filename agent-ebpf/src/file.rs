@@ -123,16 +123,14 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             emit_close(&key, &st, service, task, 0, slot::SYS_ENTER);
         }
     }
-    if value & tracked::SOCKETS == 0 {
-        // No UDP or unix socket in this process: whether `cur` is a file or a (TCP)
-        // socket, all that is left is to forget a file at its last reference (a
-        // socket's address is not among the files).
-        if cur != 0 && kernel::file_refs(cur).is_ok_and(|r| r <= 1) {
-            let _ = FILES.remove(&cur);
-        }
-        return 0;
-    }
-    match kernel::file_sock(cur) {
+    // No UDP or unix socket in this process: whether `cur` is a file or a (TCP) socket,
+    // all that can be left is to forget a file (a socket's address is not among them).
+    let sock = if value & tracked::SOCKETS != 0 {
+        kernel::file_sock(cur)
+    } else {
+        Err(0)
+    };
+    match sock {
         // A UDP socket: the agent reports its flows; a unix one: its connection; TCP
         // reports itself (inet_sock_set_state).
         Ok(sk) => {
