@@ -391,9 +391,18 @@ pub struct Matcher<'x> {
     dead_refs: usize,
     swept_keys: usize,
     watermark: i64,
-    services: HashMap<Arc<str>, ServiceOutcome>,
+    /// Each service's counts while matching, where `service_index` and `recent` say.
+    services: Vec<(Arc<str>, ServiceOutcome)>,
+    service_index: HashMap<Arc<str>, usize>,
+    /// The service names last looked up, by identity: items share a few `Arc`s, so a
+    /// lookup is mostly a pointer comparison, not a hash of the name (the `Arc`s held
+    /// here keep their addresses from being reused).
+    recent: Vec<(Arc<str>, usize)>,
     pub out: Outcome,
 }
+
+/// How many service names `Matcher::recent` holds.
+const RECENT_NAMES: usize = 16;
 
 impl<'x> Matcher<'x> {
     pub fn new(window_ns: i64, expect: &'x Expectations, services_with_logs: &[&str]) -> Self {
@@ -417,7 +426,9 @@ impl<'x> Matcher<'x> {
             dead_refs: 0,
             swept_keys: 0,
             watermark: i64::MIN,
-            services: HashMap::default(),
+            services: Vec::new(),
+            service_index: HashMap::default(),
+            recent: Vec::new(),
             out,
         }
     }
@@ -477,7 +488,8 @@ impl<'x> Matcher<'x> {
     }
 
     /// Add a kernel action.
-    pub fn push_action(&mut self, a: Action) {
+    pub fn push_action(&mut self, mut a: Action) {
+        a.service = self.canonical(&a.service);
         self.service(&a.service).actions += 1;
         let keys = Self::action_keys(&a);
         let deadline = a.end_ns.saturating_add(self.window);
@@ -522,7 +534,8 @@ impl<'x> Matcher<'x> {
     }
 
     /// Add an audit record.
-    pub fn push_record(&mut self, r: Record) {
+    pub fn push_record(&mut self, mut r: Record) {
+        r.service = self.canonical(&r.service);
         self.service(&r.service).records += 1;
         let k = Self::record_key(&r);
         let deadline = r.time_ns.saturating_add(self.window);
@@ -607,19 +620,46 @@ impl<'x> Matcher<'x> {
             self.drop_front();
         }
         self.sweep();
-        for (name, s) in self.services.drain() {
+        for (name, s) in self.services.drain(..) {
             *service_mut(&mut self.out.services, &name) = s;
         }
     }
 
-    /// A service's counts while matching (hashed by name: the report's ordered map
-    /// compared names at every level, for every item). Merged into `out` by `finish`.
+    /// A service's counts while matching (the report's ordered map compared names at
+    /// every level, for every item). Merged into `out` by `finish`.
     fn service(&mut self, name: &Arc<str>) -> &mut ServiceOutcome {
-        if !self.services.contains_key(name) {
-            let initial = self.out.services.remove(&**name).unwrap_or_default();
-            self.services.insert(name.clone(), initial);
+        let i = self.service_at(name);
+        &mut self.services[i].1
+    }
+
+    /// The one `Arc` of a service name that every held item shares, so that comparing
+    /// two items' services is mostly comparing pointers.
+    fn canonical(&mut self, name: &Arc<str>) -> Arc<str> {
+        let i = self.service_at(name);
+        self.services[i].0.clone()
+    }
+
+    fn service_at(&mut self, name: &Arc<str>) -> usize {
+        match self.recent.iter().find(|(r, _)| Arc::ptr_eq(r, name)) {
+            Some(&(_, i)) => i,
+            None => {
+                let i = match self.service_index.get(name) {
+                    Some(&i) => i,
+                    None => {
+                        let initial = self.out.services.remove(&**name).unwrap_or_default();
+                        self.services.push((name.clone(), initial));
+                        self.service_index
+                            .insert(name.clone(), self.services.len() - 1);
+                        self.services.len() - 1
+                    }
+                };
+                if self.recent.len() == RECENT_NAMES {
+                    self.recent.remove(0);
+                }
+                self.recent.push((name.clone(), i));
+                i
+            }
         }
-        self.services.get_mut(name).expect("inserted above")
     }
 
     fn decide_next(&mut self, t: i64, id: u64) {
@@ -719,7 +759,9 @@ impl<'x> Matcher<'x> {
 
     fn compatible(r: &Record, a: &ActionItem) -> bool {
         let a_ = &a.a;
-        if r.service != a_.service || !r.class.satisfied_by(a_.class) {
+        if !(Arc::ptr_eq(&r.service, &a_.service) || r.service == a_.service)
+            || !r.class.satisfied_by(a_.class)
+        {
             return false;
         }
         let c = &r.claim;
