@@ -292,6 +292,11 @@ fn a_missing_record_a_fabricated_one_and_a_wrong_path() {
     );
     let f = &v["findings"][0];
     assert_eq!(f["evidence"]["record"]["line"], 7);
+    // The record's line, read again from the log for the finding.
+    assert_eq!(
+        f["evidence"]["record"]["text"],
+        logs.last().unwrap().to_string()
+    );
     assert!(
         f["evidence"]["nearest_kernel_action"]
             .as_str()
@@ -600,7 +605,13 @@ fn a_log_read_from_a_pipe_loses_no_line_to_format_detection() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let text: String = orders_ecs().iter().map(|l| format!("{l}\n")).collect();
+    // With a fabricated record at the end, whose line a pipe's record keeps.
+    let fabricated = json!({"@timestamp": ts(45), "event": {"action": "order-deleted"}, "file": {"path": "/srv/orders/3.json"}});
+    let text: String = orders_ecs()
+        .iter()
+        .chain([&fabricated])
+        .map(|l| format!("{l}\n"))
+        .collect();
     child
         .stdin
         .take()
@@ -609,12 +620,18 @@ fn a_log_read_from_a_pipe_loses_no_line_to_format_detection() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
     assert_eq!(
-        v["logs"][0]["records"], 5,
+        v["logs"][0]["records"], 6,
         "the first record, read to detect ECS, is kept"
     );
-    assert_eq!(v["logs"][0]["lines"], 6);
+    assert_eq!(v["logs"][0]["lines"], 7);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v:#}");
+    let r = &v["findings"][0]["evidence"]["record"];
+    assert_eq!(
+        (&r["line"], &r["text"]),
+        (&json!(7), &json!(fabricated.to_string()))
+    );
 }
 
 #[test]

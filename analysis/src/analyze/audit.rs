@@ -12,7 +12,7 @@
 use super::{
     excerpt,
     json::{Object, Value},
-    normalize_path, time, Claim, Class, Record,
+    normalize_path, time, Claim, Class, Excerpt, Record,
 };
 use bumpalo::Bump;
 use serde::Deserialize;
@@ -405,6 +405,8 @@ pub struct Origin<'a> {
     pub file: &'a Arc<str>,
     pub line: u64,
     pub text: &'a str,
+    /// Where the line starts in the log, when the log can be read there again.
+    pub at: Option<u64>,
     /// Where the line's parsed objects go (reset for every line).
     pub arena: &'a Bump,
 }
@@ -418,7 +420,14 @@ fn record(o: &Origin, time_ns: i64, class: Class, claim: Claim, pid: Option<u32>
         pid,
         file: o.file.clone(),
         line: o.line,
-        excerpt: excerpt(o.text),
+        excerpt: match o.at {
+            Some(offset) if o.text.len() <= u32::MAX as usize => Excerpt::At {
+                offset,
+                len: o.text.len() as u32,
+                hash: Excerpt::line_hash(o.text),
+            },
+            _ => Excerpt::Text(excerpt(o.text)),
+        },
     }))
 }
 
@@ -833,6 +842,8 @@ pub struct AuditLog {
     file: Arc<str>,
     mapping: Mapping,
     reader: Box<dyn BufRead>,
+    /// Bytes read so far, when the log is a regular file that findings can read again.
+    offset: Option<u64>,
     buf: Vec<u8>,
     /// The current line's parsed objects (reset for every line).
     arena: Bump,
@@ -851,6 +862,7 @@ impl AuditLog {
     ) -> Result<AuditLog, String> {
         let name = path.display().to_string();
         let f = File::open(path).map_err(|e| format!("{name}: {e}"))?;
+        let regular = f.metadata().is_ok_and(|m| m.is_file());
         let mut r = BufReader::with_capacity(1 << 16, f);
         let (mapping, reader): (Mapping, Box<dyn BufRead>) = match mapping {
             Some(m) => (m, Box::new(r)),
@@ -859,13 +871,9 @@ impl AuditLog {
                 (m, Box::new(std::io::Cursor::new(seen).chain(r)))
             }
         };
-        Ok(Self::from_reader(
-            service,
-            &name,
-            reader,
-            mapping,
-            skip_malformed,
-        ))
+        let mut log = Self::from_reader(service, &name, reader, mapping, skip_malformed);
+        log.offset = regular.then_some(0);
+        Ok(log)
     }
 
     pub fn from_reader(
@@ -886,6 +894,7 @@ impl AuditLog {
             },
             mapping,
             reader,
+            offset: None,
             buf: Vec::new(),
             arena: Bump::new(),
             skip_malformed,
@@ -929,13 +938,21 @@ impl AuditLog {
             if got == 0 {
                 return Ok(None);
             }
+            let at = self.offset;
+            if let Some(o) = &mut self.offset {
+                *o += got as u64;
+            }
             self.stats.lines += 1;
             if self.buf.len() > MAX_LINE {
                 // Skip the rest of the overlong line.
                 let mut rest = Vec::new();
                 loop {
                     rest.clear();
-                    match Read::take(&mut self.reader, 1 << 16).read_until(b'\n', &mut rest) {
+                    let got = Read::take(&mut self.reader, 1 << 16).read_until(b'\n', &mut rest);
+                    if let (Some(o), Ok(n)) = (&mut self.offset, &got) {
+                        *o += *n as u64;
+                    }
+                    match got {
                         Ok(0) => break,
                         Ok(_) if rest.ends_with(b"\n") => break,
                         Ok(_) => {}
@@ -966,6 +983,7 @@ impl AuditLog {
                 file: &self.file,
                 line: self.stats.lines,
                 text: line.trim_end(),
+                at,
                 arena: &self.arena,
             };
             let parsed = parse_line(&self.mapping, &origin);
@@ -1005,6 +1023,7 @@ mod tests {
             file: &"log".into(),
             line: 1,
             text: &text,
+            at: None,
             arena: &Bump::new(),
         };
         parse_line(m, &o).map(|p| match p {
@@ -1138,6 +1157,7 @@ mod tests {
             file: &"log".into(),
             line: 1,
             text,
+            at: None,
             arena: &Bump::new(),
         };
         parse_line(m, &o).map(|p| match p {
@@ -1297,5 +1317,54 @@ pid = "pid"
             (5, 1, 1, 2)
         );
         assert_eq!(log.stats.malformed_examples[1].line, 5);
+    }
+
+    /// A record of a regular file knows where its line is, past an overlong line, a
+    /// malformed one and what format detection read; a pipe's record keeps its line.
+    #[test]
+    fn records_of_files_know_where_their_line_is() {
+        let rec = |p: &str| json!({"@timestamp": TS, "event.action": "write", "file.path": p});
+        let long = format!("{{\"x\": \"{}\"}}", "y".repeat(MAX_LINE + 10));
+        let lines = [
+            rec("/a").to_string(),
+            long,
+            "  not json".to_string(),
+            format!("  {}   ", rec("/b")),
+            String::new(),
+            rec("/c").to_string(),
+        ];
+        let text = lines.join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &text).unwrap();
+        for mapping in [None, Some(Mapping::Ecs)] {
+            let mut log = AuditLog::open("svc", &path, mapping, true).unwrap();
+            let mut seen = Vec::new();
+            while let Some(r) = log.next_record().unwrap() {
+                let Excerpt::At { offset, len, hash } = r.excerpt else {
+                    panic!("a regular file's record keeps {:?}", r.excerpt);
+                };
+                let line = &text[offset as usize..offset as usize + len as usize];
+                assert_eq!(hash, Excerpt::line_hash(line));
+                seen.push((r.line, line.to_string()));
+            }
+            assert_eq!(
+                seen,
+                [
+                    (1, lines[0].clone()),
+                    (4, lines[3].trim_end().to_string()),
+                    (6, lines[5].clone())
+                ]
+            );
+        }
+        let mut log = AuditLog::from_reader(
+            "svc",
+            "pipe",
+            Box::new(std::io::Cursor::new(text.clone().into_bytes())),
+            Mapping::Ecs,
+            true,
+        );
+        let r = log.next_record().unwrap().unwrap();
+        assert_eq!(r.excerpt, Excerpt::Text(lines[0].clone()));
     }
 }

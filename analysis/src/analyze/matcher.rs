@@ -12,7 +12,7 @@
 //! window (so an unsupported record can name the nearest kernel action): memory holds
 //! about three windows of items, not the trail.
 
-use super::{expect::Expectations, Action, Class, Record};
+use super::{expect::Expectations, Action, Class, Excerpt, Record};
 use crate::events::rfc3339;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use serde::Serialize;
@@ -147,6 +147,9 @@ pub struct RecordEvidence {
     pub line: u64,
     pub pid: Option<u32>,
     pub text: String,
+    /// Where `text` is to be read from the log (see [`Excerpt`]), until it has been.
+    #[serde(skip)]
+    pub text_at: Option<(u64, u32, u32)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1057,7 +1060,14 @@ fn unsupported(r: &Record, nearest: Option<String>) -> Finding {
                 file: r.file.to_string(),
                 line: r.line,
                 pid: r.pid,
-                text: r.excerpt.clone(),
+                text: match &r.excerpt {
+                    Excerpt::Text(t) => t.clone(),
+                    Excerpt::At { .. } => String::new(),
+                },
+                text_at: match r.excerpt {
+                    Excerpt::At { offset, len, hash } => Some((offset, len, hash)),
+                    Excerpt::Text(_) => None,
+                },
             }),
             nearest_kernel_action: nearest,
         },
@@ -1100,7 +1110,7 @@ mod tests {
             pid,
             file: "log".into(),
             line,
-            excerpt: String::new(),
+            excerpt: Excerpt::Text(String::new()),
         }
     }
 

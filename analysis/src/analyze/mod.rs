@@ -161,7 +161,32 @@ pub struct Record {
     /// Where it came from: the log file and line number, and the line (shortened).
     pub file: Arc<str>,
     pub line: u64,
-    pub excerpt: String,
+    pub excerpt: Excerpt,
+}
+
+/// A record's line, for the evidence of a finding. Few records become findings, so a
+/// log that can be read again (a regular file) keeps only where the line is and its
+/// length, and the line is read again for a finding; a pipe's records keep the line
+/// (shortened). Copying every line was a twentieth of `analyze`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Excerpt {
+    Text(String),
+    /// Byte offset of the line in the log, the length of the line without its end,
+    /// and a hash of it: a log changed since it was read does not lend a finding a line
+    /// that is not the record's.
+    At {
+        offset: u64,
+        len: u32,
+        hash: u32,
+    },
+}
+
+impl Excerpt {
+    pub fn line_hash(line: &str) -> u32 {
+        use std::hash::BuildHasher;
+        let h = rustc_hash::FxBuildHasher.hash_one(line);
+        (h ^ (h >> 32)) as u32
+    }
 }
 
 /// Normalise a path lexically: `//` and `/./` collapse, `..` removes the component
@@ -353,6 +378,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         &mut fresh,
         &mut wanted,
     );
+    read_excerpts(&mut matcher.out.findings, &opts.logs);
     let fold_stats = folder.stats.clone();
     let completeness = trail::completeness(&opts.dir).map_err(|e| e.to_string())?;
     let trail = report::TrailInfo {
@@ -373,6 +399,45 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         log_stats,
         fold_stats,
     ))
+}
+
+/// Findings on records of logs that can be read again know where their line is (see
+/// [`Excerpt`]): read those lines now, each log opened once.
+fn read_excerpts(
+    findings: &mut [matcher::Finding],
+    logs: &[(String, std::path::PathBuf, Option<audit::Mapping>)],
+) {
+    use std::{collections::HashMap, fs::File, os::unix::fs::FileExt};
+    let mut files: HashMap<String, Result<File, String>> = HashMap::new();
+    for f in findings {
+        let Some(r) = f.evidence.record.as_mut() else {
+            continue;
+        };
+        let Some((offset, len, hash)) = r.text_at.take() else {
+            continue;
+        };
+        let file = files.entry(r.file.clone()).or_insert_with(|| {
+            let (_, path, _) = logs
+                .iter()
+                .find(|l| l.1.display().to_string() == r.file)
+                .ok_or("not among the logs given")?;
+            File::open(path).map_err(|e| e.to_string())
+        });
+        let mut buf = vec![0u8; len as usize];
+        r.text = match file.as_ref().map_err(|e| e.clone()).and_then(|fh| {
+            fh.read_exact_at(&mut buf, offset)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(()) => match std::str::from_utf8(&buf) {
+                Ok(line) if Excerpt::line_hash(line) == hash => excerpt(line),
+                _ => format!(
+                    "(the log changed after it was read: line {} is no longer at byte {offset})",
+                    r.line
+                ),
+            },
+            Err(e) => format!("(line {} could not be read again: {e})", r.line),
+        };
+    }
 }
 
 /// Network findings get their connection's bytes from its Close, when it was recorded.
@@ -453,6 +518,7 @@ pub fn fuzz_parsers(data: &[u8]) {
             file: &file,
             line: 1,
             text: &text,
+            at: None,
             arena: &arena,
         };
         let _ = audit::parse_line(&m, &o);
@@ -518,6 +584,75 @@ mod tests {
         assert!(Class::FileWrite.satisfied_by(Class::FileCreate));
         assert!(!Class::FileCreate.satisfied_by(Class::FileWrite));
         assert!(!Class::FileDelete.satisfied_by(Class::FileWrite));
+    }
+
+    /// A finding's line is read again from its log; a log changed since, or gone,
+    /// says so instead of lending the finding another line.
+    #[test]
+    fn findings_read_their_lines_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let lines = ["{\"first\": 1}", "{\"second\": \"é\"}"];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let logs = vec![("svc".to_string(), path.clone(), None)];
+        let finding = |line: u64, text: &str| {
+            let offset = if line == 1 {
+                0
+            } else {
+                lines[0].len() as u64 + 1
+            };
+            let text = text.to_string();
+            matcher::Finding {
+                kind: "unsupported",
+                service: "svc".into(),
+                class: Class::FileWrite,
+                resource: "/x".into(),
+                time: String::new(),
+                time_ns: 0,
+                rule: None,
+                evidence: matcher::Evidence {
+                    kernel: None,
+                    record: Some(matcher::RecordEvidence {
+                        file: path.display().to_string(),
+                        line,
+                        pid: None,
+                        text: String::new(),
+                        text_at: Some((offset, text.len() as u32, Excerpt::line_hash(&text))),
+                    }),
+                    nearest_kernel_action: None,
+                },
+            }
+        };
+        let text = |f: &matcher::Finding| f.evidence.record.as_ref().unwrap().text.clone();
+        let mut f = vec![finding(2, lines[1]), finding(1, lines[0])];
+        read_excerpts(&mut f, &logs);
+        assert_eq!(
+            (text(&f[0]), text(&f[1])),
+            (lines[1].into(), lines[0].into())
+        );
+        // Rewritten in place with other text of the same length.
+        std::fs::write(&path, lines.join("\n").replace("first", "fir5t")).unwrap();
+        let mut f = vec![finding(1, lines[0]), finding(2, lines[1])];
+        read_excerpts(&mut f, &logs);
+        assert!(text(&f[0]).contains("the log changed"), "{}", text(&f[0]));
+        assert_eq!(text(&f[1]), lines[1]);
+        // Truncated, then gone.
+        std::fs::write(&path, "{").unwrap();
+        let mut f = vec![finding(2, lines[1])];
+        read_excerpts(&mut f, &logs);
+        assert!(
+            text(&f[0]).contains("line 2 could not be read again"),
+            "{}",
+            text(&f[0])
+        );
+        std::fs::remove_file(&path).unwrap();
+        let mut f = vec![finding(1, lines[0])];
+        read_excerpts(&mut f, &logs);
+        assert!(
+            text(&f[0]).contains("could not be read again"),
+            "{}",
+            text(&f[0])
+        );
     }
 
     #[test]
