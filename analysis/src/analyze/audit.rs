@@ -393,12 +393,6 @@ fn action_words(action: &str, domain: Domain) -> Option<Class> {
         })
 }
 
-/// A parsed line: a record, or a record of something the kernel does not see.
-pub enum Parsed {
-    Record(Box<Record>),
-    Ignored,
-}
-
 /// The header of every record: where it came from.
 pub struct Origin<'a> {
     pub service: &'a Arc<str>,
@@ -411,8 +405,12 @@ pub struct Origin<'a> {
     pub arena: &'a Bump,
 }
 
+/// A parsed line is `Some` record, or `None` for a record of something the kernel does
+/// not see.
+type Parsed = Option<Record>;
+
 fn record(o: &Origin, time_ns: i64, class: Class, claim: Claim, pid: Option<u32>) -> Parsed {
-    Parsed::Record(Box::new(Record {
+    Some(Record {
         service: o.service.clone(),
         time_ns,
         class,
@@ -428,7 +426,7 @@ fn record(o: &Origin, time_ns: i64, class: Class, claim: Claim, pid: Option<u32>
             },
             _ => Excerpt::Text(excerpt(o.text)),
         },
-    }))
+    })
 }
 
 fn path_claim(class: Class, path: Option<&str>, what: &str) -> Result<Claim, String> {
@@ -509,7 +507,7 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
             Domain::Unknown => None,
         });
     let Some(mut class) = class else {
-        return Ok(Parsed::Ignored);
+        return Ok(None);
     };
     // `connection`-like words with an explicit direction: the direction decides.
     if class.is_network() {
@@ -571,9 +569,9 @@ fn ocsf(v: &Value, o: &Origin) -> Result<Parsed, String> {
         (4001, 1) => match integer(v, "connection_info.direction_id")? {
             Some(1) => Class::NetAccept,
             Some(2) => Class::NetConnect,
-            _ => return Ok(Parsed::Ignored),
+            _ => return Ok(None),
         },
-        _ => return Ok(Parsed::Ignored),
+        _ => return Ok(None),
     };
     let pid = if class == Class::ProcessExec {
         match pid(v, "process.pid")? {
@@ -655,7 +653,7 @@ fn custom(m: &CustomMapping, v: &Value, o: &Origin) -> Result<Parsed, String> {
         None => return Err(format!("the action in `{}`", m.action_field)),
     };
     let Some(&class) = m.classes.get(&action) else {
-        return Ok(Parsed::Ignored);
+        return Ok(None);
     };
     let f = &m.fields;
     let get = |field: &Option<String>| field.as_deref().and_then(|p| text(v, p));
@@ -988,11 +986,11 @@ impl AuditLog {
             };
             let parsed = parse_line(&self.mapping, &origin);
             let result = match parsed {
-                Ok(Parsed::Record(r)) => {
+                Ok(Some(r)) => {
                     self.stats.records += 1;
-                    Some(*r)
+                    Some(r)
                 }
-                Ok(Parsed::Ignored) => {
+                Ok(None) => {
                     self.stats.ignored += 1;
                     None
                 }
@@ -1026,10 +1024,7 @@ mod tests {
             at: None,
             arena: &Bump::new(),
         };
-        parse_line(m, &o).map(|p| match p {
-            Parsed::Record(r) => Some(*r),
-            Parsed::Ignored => None,
-        })
+        parse_line(m, &o)
     }
 
     const TS: &str = "2026-11-28T04:00:00.5Z";
@@ -1160,10 +1155,7 @@ mod tests {
             at: None,
             arena: &Bump::new(),
         };
-        parse_line(m, &o).map(|p| match p {
-            Parsed::Record(r) => Some(*r),
-            Parsed::Ignored => None,
-        })
+        parse_line(m, &o)
     }
 
     #[test]
