@@ -712,10 +712,13 @@ impl<'x> Matcher<'x> {
         // The index buckets still name the item: they are trimmed in bulk (`sweep`)
         // rather than looked up again now, when they are no longer in the cache.
         self.dead_refs += keys;
-        while self.alive.front() == Some(&false) {
-            self.alive.pop_front();
-            self.items.pop_front();
-            self.base += 1;
+        // The dropped items at the front go; `drain` drops them in place (`pop_front`
+        // would copy each slot out first).
+        let dead = self.alive.iter().take_while(|a| !**a).count();
+        if dead > 0 {
+            self.alive.drain(..dead);
+            self.items.drain(..dead);
+            self.base += dead as u64;
         }
         if self.dead_refs > self.swept_keys.max(SWEEP_MIN) {
             self.sweep();
