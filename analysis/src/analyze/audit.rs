@@ -209,13 +209,15 @@ fn text<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
     lookup(v, path)?.as_str().filter(|s| !s.is_empty())
 }
 
-/// A string or an array of strings (ECS `event.category`, `event.type`).
-fn strings<'a>(v: &'a Value, path: &str) -> Vec<&'a str> {
-    match lookup(v, path) {
-        Some(Value::String(s)) => vec![&**s],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
+/// A string or an array of strings (ECS `event.category`, `event.type`), as the
+/// strings of a slice of values (a lone string is a slice of one).
+fn strings<'a>(v: &'a Value, path: &str) -> impl Iterator<Item = &'a str> + Clone {
+    let values = match lookup(v, path) {
+        Some(s @ Value::String(_)) => std::slice::from_ref(s),
+        Some(Value::Array(a)) => a,
+        _ => &[],
+    };
+    values.iter().filter_map(Value::as_str)
 }
 
 /// An integer given as a number or as decimal text.
@@ -471,11 +473,12 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
     let cats = strings(v, "event.category");
     let types = strings(v, "event.type");
     let has = |p: &str| lookup(v, p).is_some();
-    let domain = if cats.contains(&"file") {
+    let has_cat = |c: &str| cats.clone().any(|x| x == c);
+    let domain = if has_cat("file") {
         Domain::File
-    } else if cats.contains(&"network") {
+    } else if has_cat("network") {
         Domain::Network
-    } else if cats.contains(&"process") {
+    } else if has_cat("process") {
         Domain::Process
     } else if has("file.path") {
         Domain::File
@@ -495,7 +498,7 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
     let class = text(v, "event.action")
         .and_then(|a| action_words(a, domain))
         .or_else(|| match domain {
-            Domain::File => types.iter().find_map(|t| match *t {
+            Domain::File => types.clone().find_map(|t| match t {
                 "creation" => Some(Class::FileCreate),
                 "deletion" => Some(Class::FileDelete),
                 "change" => Some(Class::FileWrite),
@@ -503,7 +506,10 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
                 _ => None,
             }),
             Domain::Network => by_direction,
-            Domain::Process => types.contains(&"start").then_some(Class::ProcessExec),
+            Domain::Process => types
+                .clone()
+                .any(|t| t == "start")
+                .then_some(Class::ProcessExec),
             Domain::Unknown => None,
         });
     let Some(mut class) = class else {
