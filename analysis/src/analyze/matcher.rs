@@ -41,6 +41,8 @@ enum State {
 
 struct ActionItem {
     a: Action,
+    /// Index of its service in `Matcher::services`.
+    svc: u32,
     keys: Keys,
     peer_service: Option<Arc<str>>,
     state: State,
@@ -48,6 +50,7 @@ struct ActionItem {
 
 struct RecordItem {
     r: Record,
+    svc: u32,
     key: u64,
     state: State,
 }
@@ -394,7 +397,9 @@ pub struct Matcher<'x> {
     dead_refs: usize,
     swept_keys: usize,
     watermark: i64,
-    /// Each service's counts while matching, where `service_index` and `recent` say.
+    /// Each service's counts while matching (items hold their service's index; the
+    /// report's ordered map compared names at every level, for every item), merged
+    /// into `out` by `finish`. `service_index` and `recent` find a name's index.
     services: Vec<(Arc<str>, ServiceOutcome)>,
     service_index: HashMap<Arc<str>, usize>,
     /// The service names last looked up, by identity: items share a few `Arc`s, so a
@@ -492,8 +497,8 @@ impl<'x> Matcher<'x> {
 
     /// Add a kernel action.
     pub fn push_action(&mut self, mut a: Action) {
-        a.service = self.canonical(&a.service);
-        self.service(&a.service).actions += 1;
+        let svc = self.canonical(&mut a.service);
+        self.services[svc as usize].1.actions += 1;
         let keys = Self::action_keys(&a);
         let deadline = a.end_ns.saturating_add(self.window);
         let conn = a.conn.as_ref().map(|c| (c.client, c.server));
@@ -516,10 +521,11 @@ impl<'x> Matcher<'x> {
             }
             ids.push(id_next);
         }
-        let service = a.service.clone();
+        let service = peer.is_some().then(|| a.service.clone());
         let id = self.insert(
             Item::Action(ActionItem {
                 a,
+                svc,
                 keys,
                 peer_service: peer.as_ref().map(|p| p.1.clone()),
                 state: State::Pending,
@@ -528,7 +534,7 @@ impl<'x> Matcher<'x> {
         );
         if let Some((other, _)) = peer {
             if let Some(Item::Action(o)) = self.get_mut(other) {
-                o.peer_service = Some(service);
+                o.peer_service = service;
             }
         }
         for &k in keys.as_slice() {
@@ -538,13 +544,14 @@ impl<'x> Matcher<'x> {
 
     /// Add an audit record.
     pub fn push_record(&mut self, mut r: Record) {
-        r.service = self.canonical(&r.service);
-        self.service(&r.service).records += 1;
+        let svc = self.canonical(&mut r.service);
+        self.services[svc as usize].1.records += 1;
         let k = Self::record_key(&r);
         let deadline = r.time_ns.saturating_add(self.window);
         let id = self.insert(
             Item::Record(RecordItem {
                 r,
+                svc,
                 key: k,
                 state: State::Pending,
             }),
@@ -628,18 +635,16 @@ impl<'x> Matcher<'x> {
         }
     }
 
-    /// A service's counts while matching (the report's ordered map compared names at
-    /// every level, for every item). Merged into `out` by `finish`.
-    fn service(&mut self, name: &Arc<str>) -> &mut ServiceOutcome {
+    /// Make `name` the one `Arc` of its service name that every held item shares (so
+    /// that comparing two items' services is mostly comparing pointers), and return
+    /// the service's index in `services`.
+    fn canonical(&mut self, name: &mut Arc<str>) -> u32 {
         let i = self.service_at(name);
-        &mut self.services[i].1
-    }
-
-    /// The one `Arc` of a service name that every held item shares, so that comparing
-    /// two items' services is mostly comparing pointers.
-    fn canonical(&mut self, name: &Arc<str>) -> Arc<str> {
-        let i = self.service_at(name);
-        self.services[i].0.clone()
+        let shared = &self.services[i].0;
+        if !Arc::ptr_eq(shared, name) {
+            *name = shared.clone();
+        }
+        i as u32
     }
 
     fn service_at(&mut self, name: &Arc<str>) -> usize {
@@ -877,13 +882,13 @@ impl<'x> Matcher<'x> {
             if let Some((other, skew)) = self.best(id) {
                 self.set_state(id, State::Matched);
                 self.set_state(other, State::Matched);
-                let service = match self.get(id) {
-                    Some(Item::Action(a)) => a.a.service.clone(),
-                    Some(Item::Record(r)) => r.r.service.clone(),
+                let svc = match self.get(id) {
+                    Some(Item::Action(a)) => a.svc,
+                    Some(Item::Record(r)) => r.svc,
                     None => unreachable!(),
                 };
                 self.out.skew.add(skew);
-                let s = self.service(&service);
+                let s = &mut self.services[svc as usize].1;
                 s.skew.add(skew);
                 s.records_matched += 1;
             } else {
@@ -899,8 +904,8 @@ impl<'x> Matcher<'x> {
                 let Some(rule) = rule else { return };
                 let matched = a.state == State::Matched;
                 let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
-                let (service, class) = (a.a.service.clone(), a.a.class);
-                let s = self.service(&service);
+                let (svc, class) = (a.svc, a.a.class);
+                let s = &mut self.services[svc as usize].1;
                 for c in [
                     s.coverage.entry(class).or_default(),
                     s.rules.entry(rule).or_default(),
