@@ -623,36 +623,30 @@ mod tests {
                 },
             }
         };
-        let text = |f: &matcher::Finding| f.evidence.record.as_ref().unwrap().text.clone();
-        let mut f = vec![finding(2, lines[1]), finding(1, lines[0])];
-        read_excerpts(&mut f, &logs);
-        assert_eq!(
-            (text(&f[0]), text(&f[1])),
-            (lines[1].into(), lines[0].into())
-        );
+        // The texts the findings get, in order.
+        let reread = |which: &[u64]| -> Vec<String> {
+            let mut f: Vec<_> = which
+                .iter()
+                .map(|&l| finding(l, lines[l as usize - 1]))
+                .collect();
+            read_excerpts(&mut f, &logs);
+            f.into_iter()
+                .map(|f| f.evidence.record.unwrap().text)
+                .collect()
+        };
+        assert_eq!(reread(&[2, 1]), [lines[1], lines[0]]);
         // Rewritten in place with other text of the same length.
         std::fs::write(&path, lines.join("\n").replace("first", "fir5t")).unwrap();
-        let mut f = vec![finding(1, lines[0]), finding(2, lines[1])];
-        read_excerpts(&mut f, &logs);
-        assert!(text(&f[0]).contains("the log changed"), "{}", text(&f[0]));
-        assert_eq!(text(&f[1]), lines[1]);
+        let t = reread(&[1, 2]);
+        assert!(t[0].contains("the log changed"), "{}", t[0]);
+        assert_eq!(t[1], lines[1]);
         // Truncated, then gone.
         std::fs::write(&path, "{").unwrap();
-        let mut f = vec![finding(2, lines[1])];
-        read_excerpts(&mut f, &logs);
-        assert!(
-            text(&f[0]).contains("line 2 could not be read again"),
-            "{}",
-            text(&f[0])
-        );
+        let t = reread(&[2]);
+        assert!(t[0].contains("line 2 could not be read again"), "{}", t[0]);
         std::fs::remove_file(&path).unwrap();
-        let mut f = vec![finding(1, lines[0])];
-        read_excerpts(&mut f, &logs);
-        assert!(
-            text(&f[0]).contains("could not be read again"),
-            "{}",
-            text(&f[0])
-        );
+        let t = reread(&[1]);
+        assert!(t[0].contains("line 1 could not be read again"), "{}", t[0]);
     }
 
     #[test]
