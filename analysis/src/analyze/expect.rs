@@ -124,14 +124,14 @@ fn glob(p: &str) -> Result<Glob, String> {
 }
 
 /// A glob set whose common shapes are plain string tests: `LIT/**` is a prefix test,
-/// `**/*LIT` a suffix test, `**/LIT/**` a component run anywhere, `**/*LIT*` a file name
-/// that contains LIT, and a glob without wildcards an equality (LIT without
-/// metacharacters, and without `/` where it stays within a name). The other globs go to a glob set
-/// with a quick test in front: a path can only match a glob if it contains the glob's
-/// longest literal run, so a path that contains none of the set's (one Aho-Corasick
-/// pass) is no match without running the set's strategies (its regexes were a tenth of
-/// `analyze`, and the Aho-Corasick pass over every path of the defaults another 8%).
-/// A set with a glob without a literal always runs.
+/// `**/*LIT` a suffix test, `**/LIT/**` a component run anywhere, `**/*LIT*` a file
+/// name that contains LIT, and a glob without wildcards an equality (LIT without
+/// metacharacters, and without `/` where it stays within a name). The other globs go
+/// to a glob set with a quick test in front: a path can only match a glob if it
+/// contains the glob's longest literal run, so a path that contains none of the set's
+/// (one Aho-Corasick pass) is no match without running the set's strategies (its
+/// regexes were a tenth of `analyze`, and the Aho-Corasick pass over every path of the
+/// defaults another 8%). A set with a glob without a literal always runs.
 #[derive(Debug)]
 pub struct Globs {
     /// `LIT/` of each `LIT/**`.
