@@ -17,6 +17,7 @@ use crate::events::rfc3339;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use serde::Serialize;
 use std::{
+    cell::Cell,
     collections::{BTreeMap, HashSet, VecDeque},
     hash::{BuildHasher, Hash},
     net::IpAddr,
@@ -46,6 +47,21 @@ struct ActionItem {
     keys: Keys,
     peer_service: Option<Arc<str>>,
     state: State,
+}
+
+/// An action in the near-miss index: what [`Matcher::nearest`] compares without
+/// reading the action itself (an unsupported record compares every action of its
+/// service and class held: reading each was seconds of cache misses when a log's
+/// records were all unsupported).
+struct Near {
+    start: i64,
+    end: i64,
+    id: u64,
+    svc: u32,
+    class: Class,
+    /// Whether its path is one no rule can require ([`Expectations::never`]); found out
+    /// the first time `nearest` needs it.
+    never: Cell<Option<bool>>,
 }
 
 struct RecordItem {
@@ -385,6 +401,8 @@ pub struct Matcher<'x> {
     base: u64,
     actions_by_key: HashMap<u64, Bucket>,
     records_by_key: HashMap<u64, Bucket>,
+    /// Actions by their near-miss key (service and class), in arrival order.
+    near: HashMap<u64, VecDeque<Near>>,
     /// Network actions by (client, server), for the peer's service.
     conns: HashMap<(Addr, Addr), Vec<u64>>,
     /// (deadline, id) of undecided items, earliest first.
@@ -427,6 +445,7 @@ impl<'x> Matcher<'x> {
             base: 0,
             actions_by_key: HashMap::default(),
             records_by_key: HashMap::default(),
+            near: HashMap::default(),
             conns: HashMap::default(),
             queue: Lanes::default(),
             drops: VecDeque::new(),
@@ -522,6 +541,7 @@ impl<'x> Matcher<'x> {
             ids.push(id_next);
         }
         let service = peer.is_some().then(|| a.service.clone());
+        let (start, end, class) = (a.start_ns, a.end_ns, a.class);
         let id = self.insert(
             Item::Action(ActionItem {
                 a,
@@ -537,7 +557,18 @@ impl<'x> Matcher<'x> {
                 o.peer_service = service;
             }
         }
-        for &k in keys.as_slice() {
+        // The near-miss key: for `nearest`, and for network records without a port
+        // (`best` looks up network actions under it).
+        let network = class.is_network();
+        self.near.entry(keys.k[0]).or_default().push_back(Near {
+            start,
+            end,
+            id,
+            svc,
+            class,
+            never: Cell::new(None),
+        });
+        for &k in &keys.as_slice()[usize::from(!network)..] {
             self.actions_by_key.entry(k).or_default().push(id);
         }
     }
@@ -753,19 +784,36 @@ impl<'x> Matcher<'x> {
                 !b.is_empty()
             });
         }
-        self.swept_keys = self.actions_by_key.len() + self.records_by_key.len();
+        self.near.retain(|_, q| {
+            while q.front().is_some_and(|n| !live(n.id)) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+        self.swept_keys = self.actions_by_key.len() + self.records_by_key.len() + self.near.len();
         self.dead_refs = 0;
     }
 
     /// Signed skew of record time `t` against an action: 0 inside [start, end].
     fn skew(t: i64, a: &Action) -> i64 {
-        if t < a.start_ns {
-            t.saturating_sub(a.start_ns)
-        } else if t > a.end_ns {
-            t.saturating_sub(a.end_ns)
+        Self::skew_from(t, a.start_ns, a.end_ns)
+    }
+
+    fn skew_from(t: i64, start: i64, end: i64) -> i64 {
+        if t < start {
+            t.saturating_sub(start)
+        } else if t > end {
+            t.saturating_sub(end)
         } else {
             0
         }
+    }
+
+    fn is_alive(&self, id: u64) -> bool {
+        id.checked_sub(self.base)
+            .and_then(|i| self.alive.get(i as usize))
+            .copied()
+            .unwrap_or(false)
     }
 
     fn compatible(r: &Record, a: &ActionItem) -> bool {
@@ -918,7 +966,7 @@ impl<'x> Matcher<'x> {
                 }
             }
             Some(Item::Record(r)) if r.state != State::Matched => {
-                let nearest = self.nearest(&r.r);
+                let nearest = self.nearest(&r.r, r.svc);
                 let f = unsupported(&r.r, nearest);
                 self.out.findings.push(f);
             }
@@ -926,30 +974,36 @@ impl<'x> Matcher<'x> {
         }
     }
 
-    /// The kernel action of the record's service and class (any resource) nearest in
-    /// time, as text.
-    fn nearest(&self, r: &Record) -> Option<String> {
-        let ids = self.actions_by_key.get(&any_key(&r.service, r.class))?;
-        let mut best: Option<(i64, &Action)> = None;
-        for id in ids.ids() {
-            if let Some(Item::Action(a)) = self.get(id) {
-                if a.a.service != r.service || !r.class.satisfied_by(a.a.class) {
-                    continue;
-                }
-                let d = Self::skew(r.time_ns, &a.a).saturating_abs();
-                if best.is_some_and(|b| d >= b.0) {
-                    continue;
-                }
-                // Not the loader's libraries or the service's own audit log (matched
-                // only for a nearer candidate: the bucket holds every action of the
-                // service and class in three windows).
-                if a.a.path.as_deref().is_some_and(|p| self.expect.never(p)) {
-                    continue;
-                }
-                best = Some((d, &a.a));
+    /// The kernel action of the record's service (index `svc`) and class (any
+    /// resource) nearest in time, as text; of those equally near, the first to arrive.
+    fn nearest(&self, r: &Record, svc: u32) -> Option<String> {
+        let near = self.near.get(&any_key(&r.service, r.class))?;
+        let mut best: Option<(i64, u64)> = None;
+        for n in near {
+            if n.svc != svc || !r.class.satisfied_by(n.class) || !self.is_alive(n.id) {
+                continue;
+            }
+            let d = Self::skew_from(r.time_ns, n.start, n.end).saturating_abs();
+            if best.is_some_and(|b| d >= b.0) {
+                continue;
+            }
+            // Not the loader's libraries or the service's own audit log (looked up only
+            // for a nearer candidate, once per action).
+            let never = n.never.get().unwrap_or_else(|| {
+                let v = matches!(self.get(n.id), Some(Item::Action(a))
+                    if a.a.path.as_deref().is_some_and(|p| self.expect.never(p)));
+                n.never.set(Some(v));
+                v
+            });
+            if !never {
+                best = Some((d, n.id));
             }
         }
-        let (d, a) = best?;
+        let (d, id) = best?;
+        let Some(Item::Action(a)) = self.get(id) else {
+            return None;
+        };
+        let a = &a.a;
         Some(format!(
             "{} {} by pid {} at {} ({:+.3} s from the record)",
             a.class,
@@ -1202,6 +1256,69 @@ mod tests {
             In::R(record(Class::FileDelete, "/d/a", S + 5, None, 2)),
         ]);
         assert_eq!(f, [("unsupported", 2)]);
+    }
+
+    /// An unsupported record names the action of its service and class nearest in
+    /// time, of those equally near the first to arrive, never a loader's library, and
+    /// for a create only a create.
+    #[test]
+    fn unsupported_records_name_the_nearest_action() {
+        const MS: i64 = 1_000_000;
+        let mut other = action(Class::FileWrite, "/d/other", S, S, 9);
+        other.service = "o".into();
+        let (f, out) = run(vec![
+            In::A(action(
+                Class::FileWrite,
+                "/d/a",
+                S - 400 * MS,
+                S - 400 * MS,
+                1,
+            )),
+            In::A(action(Class::FileWrite, "/usr/lib/x.so", S - MS, S - MS, 2)),
+            In::A(other),
+            In::R(record(Class::FileWrite, "/d/x", S, None, 1)),
+            In::R(record(Class::FileCreate, "/d/y", S, None, 2)),
+            In::A(action(
+                Class::FileWrite,
+                "/d/b",
+                S + 300 * MS,
+                S + 300 * MS,
+                3,
+            )),
+            In::A(action(
+                Class::FileWrite,
+                "/d/c",
+                S + 300 * MS,
+                S + 300 * MS,
+                4,
+            )),
+            In::A(action(
+                Class::FileCreate,
+                "/d/e",
+                S + 900 * MS,
+                S + 900 * MS,
+                5,
+            )),
+        ]);
+        assert_eq!(
+            f.iter().filter(|f| f.0 == "unsupported").count(),
+            2,
+            "{f:?}"
+        );
+        let nearest = |line: u64| {
+            out.findings
+                .iter()
+                .find(|f| f.evidence.record.as_ref().is_some_and(|r| r.line == line))
+                .and_then(|f| f.evidence.nearest_kernel_action.clone())
+                .unwrap()
+        };
+        let n = nearest(1);
+        assert!(
+            n.starts_with("file.write /d/b by pid 3") && n.ends_with("(-0.300 s from the record)"),
+            "{n}"
+        );
+        let n = nearest(2);
+        assert!(n.starts_with("file.create /d/e by pid 5"), "{n}");
     }
 
     #[test]
