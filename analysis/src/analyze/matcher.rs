@@ -1426,7 +1426,7 @@ mod tests {
     fn memory_holds_the_window_not_the_stream() {
         let x = Expectations::defaults(&[]);
         let mut m = Matcher::new(W, &x, &["s"]);
-        let mut peak_keys = 0;
+        let (mut peak_keys, mut peak_near) = (0, 0);
         for i in 0..200_000i64 {
             let t = S + i * 1_000_000; // 1000 per second, 200 s
             m.push_action(action(Class::FileWrite, &format!("/d/{i}"), t, t, 1));
@@ -1439,6 +1439,7 @@ mod tests {
             ));
             m.advance(t + 10);
             peak_keys = peak_keys.max(m.actions_by_key.len() + m.records_by_key.len());
+            peak_near = peak_near.max(m.near.values().map(VecDeque::len).sum::<usize>());
         }
         m.finish();
         assert!(m.out.findings.is_empty());
@@ -1451,7 +1452,18 @@ mod tests {
             "{peak_keys} keys for {} items",
             m.out.peak_items
         );
+        // The near-miss index: an entry per held action, and those of dropped ones
+        // until a sweep.
+        assert!(
+            peak_near < m.out.peak_items + SWEEP_MIN,
+            "{peak_near} near-miss entries for {} items",
+            m.out.peak_items
+        );
         assert!(m.items.is_empty() && m.actions_by_key.is_empty() && m.records_by_key.is_empty());
+        assert!(
+            m.near.is_empty(),
+            "the near-miss index is trimmed like the others"
+        );
     }
 
     #[test]
