@@ -502,13 +502,18 @@ impl<'x> Matcher<'x> {
         k
     }
 
+    /// Whether a record looks for actions under its service and class's near-miss key
+    /// (a network record that names no port), in `near`.
+    fn near_keyed(r: &Record) -> bool {
+        r.class.is_network() && r.claim.server_port.is_none()
+    }
+
     fn record_key(r: &Record) -> u64 {
         let s = &*r.service;
-        if r.class.is_network() {
-            match r.claim.server_port {
-                Some(p) => port_key(s, r.class, p),
-                None => any_key(s, r.class),
-            }
+        if Self::near_keyed(r) {
+            any_key(s, r.class)
+        } else if let (true, Some(p)) = (r.class.is_network(), r.claim.server_port) {
+            port_key(s, r.class, p)
         } else {
             path_key(s, r.class, r.claim.path.as_deref().unwrap_or(""))
         }
@@ -557,9 +562,8 @@ impl<'x> Matcher<'x> {
                 o.peer_service = service;
             }
         }
-        // The near-miss key: for `nearest`, and for network records without a port
-        // (`best` looks up network actions under it).
-        let network = class.is_network();
+        // The near-miss key goes to `near` (for `nearest`, and for network records
+        // without a port), the others to the index.
         self.near.entry(keys.k[0]).or_default().push_back(Near {
             start,
             end,
@@ -568,7 +572,7 @@ impl<'x> Matcher<'x> {
             class,
             never: Cell::new(None),
         });
-        for &k in &keys.as_slice()[usize::from(!network)..] {
+        for &k in &keys.as_slice()[1..] {
             self.actions_by_key.entry(k).or_default().push(id);
         }
     }
@@ -873,6 +877,7 @@ impl<'x> Matcher<'x> {
             Item::Action(a) => (a.keys, usize::from(!a.a.class.is_network()), true),
             Item::Record(r) => (Keys::one(r.key), 0, false),
         };
+        let via_near = matches!(self.get(id), Some(Item::Record(r)) if Self::near_keyed(&r.r));
         let mut best: Option<(Score, u64, i64)> = None;
         for &k in &keys.as_slice()[skip..] {
             let map = if is_action {
@@ -880,10 +885,10 @@ impl<'x> Matcher<'x> {
             } else {
                 &self.actions_by_key
             };
-            let Some(bucket) = map.get(&k) else {
-                continue;
-            };
-            for cid in bucket.ids() {
+            let near = via_near.then(|| self.near.get(&k)).flatten();
+            let bucket = (!via_near).then(|| map.get(&k)).flatten();
+            let ids = near.into_iter().flat_map(|q| q.iter().map(|n| n.id));
+            for cid in ids.chain(bucket.into_iter().flat_map(Bucket::ids)) {
                 let Some(item) = self.get(cid) else { continue };
                 let (r, a) = match (self.get(id), item) {
                     (Some(Item::Action(a)), Item::Record(r)) if r.state == State::Pending => {
@@ -1319,6 +1324,42 @@ mod tests {
         );
         let n = nearest(2);
         assert!(n.starts_with("file.create /d/e by pid 5"), "{n}");
+    }
+
+    /// A network record that names no port finds its connection among the service's
+    /// connections of that class (the near-miss key), by the peer it names.
+    #[test]
+    fn network_records_without_a_port_match_by_peer() {
+        let lo = "127.0.0.1".parse().unwrap();
+        let conn = |class, svc: &str, pid, port| Action {
+            service: svc.into(),
+            conn: Some(Conn {
+                client: (lo, port),
+                server: (lo, 8081),
+                connection_id: Some(pid as u64),
+            }),
+            path: None,
+            ..action(class, "", S, S, pid)
+        };
+        let x = Expectations::defaults(&[]);
+        let mut m = Matcher::new(W, &x, &["orders"]);
+        for (peer, line) in [("gateway", 1), ("billing", 2)] {
+            // Before the connections: the record is decided first, and looks for them.
+            let mut r = record(Class::NetAccept, "", S - 1, None, line);
+            r.service = "orders".into();
+            r.claim = Claim {
+                peer_service: Some(peer.into()),
+                ..Default::default()
+            };
+            m.push_record(r);
+        }
+        m.push_action(conn(Class::NetConnect, "gateway", 1, 40000));
+        m.push_action(conn(Class::NetAccept, "orders", 2, 40000));
+        m.push_action(conn(Class::NetConnect, "billing", 3, 40001));
+        m.push_action(conn(Class::NetAccept, "orders", 4, 40001));
+        m.finish();
+        assert!(m.out.findings.is_empty(), "{:?}", m.out.findings);
+        assert_eq!(m.out.services["orders"].records_matched, 2);
     }
 
     #[test]
