@@ -1113,6 +1113,10 @@ fn unaudited(a: &ActionItem, rule: &str) -> Finding {
 }
 
 fn unsupported(r: &Record, nearest: Option<String>) -> Finding {
+    let (text, text_at) = match &r.excerpt {
+        Excerpt::Text(t) => (t.clone(), None),
+        &Excerpt::At { offset, len, hash } => (String::new(), Some((offset, len, hash))),
+    };
     Finding {
         kind: "unsupported",
         service: r.service.to_string(),
@@ -1127,14 +1131,8 @@ fn unsupported(r: &Record, nearest: Option<String>) -> Finding {
                 file: r.file.to_string(),
                 line: r.line,
                 pid: r.pid,
-                text: match &r.excerpt {
-                    Excerpt::Text(t) => t.clone(),
-                    Excerpt::At { .. } => String::new(),
-                },
-                text_at: match r.excerpt {
-                    Excerpt::At { offset, len, hash } => Some((offset, len, hash)),
-                    Excerpt::Text(_) => None,
-                },
+                text,
+                text_at,
             }),
             nearest_kernel_action: nearest,
         },
