@@ -340,6 +340,71 @@ fn is_loopback(ip: IpAddr) -> bool {
     ip.is_loopback()
 }
 
+/// Slots per chunk of [`Slots`].
+const CHUNK: usize = 256;
+
+/// The held items by id, in chunks of [`CHUNK`] slots. Growing never moves an item (a
+/// deque of items doubled and copied tens of MiB as it grew, into memory the kernel
+/// zeroed first), and the chunk of dropped items at the front is kept for the next
+/// items: the memory held is about the items held, touched once.
+#[derive(Default)]
+struct Slots {
+    chunks: VecDeque<Box<[Option<Item>]>>,
+    spare: Vec<Box<[Option<Item>]>>,
+    /// The id of the first slot of the first chunk.
+    base: u64,
+    /// The id the next item gets.
+    next: u64,
+}
+
+impl Slots {
+    fn slot(&self, id: u64) -> Option<&Option<Item>> {
+        if id >= self.next {
+            return None;
+        }
+        let i = id.checked_sub(self.base)? as usize;
+        self.chunks.get(i / CHUNK).map(|c| &c[i % CHUNK])
+    }
+
+    fn slot_mut(&mut self, id: u64) -> Option<&mut Option<Item>> {
+        if id >= self.next {
+            return None;
+        }
+        let i = id.checked_sub(self.base)? as usize;
+        self.chunks.get_mut(i / CHUNK).map(|c| &mut c[i % CHUNK])
+    }
+
+    fn push(&mut self, item: Item) -> u64 {
+        let id = self.next;
+        let i = (id - self.base) as usize;
+        if i == self.chunks.len() * CHUNK {
+            let chunk = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| (0..CHUNK).map(|_| None).collect());
+            self.chunks.push_back(chunk);
+        }
+        self.chunks[i / CHUNK][i % CHUNK] = Some(item);
+        self.next += 1;
+        id
+    }
+
+    /// Every item below `id` has been dropped: their whole chunks go to `spare`.
+    fn release_below(&mut self, id: u64) {
+        while id.saturating_sub(self.base) >= CHUNK as u64 {
+            let Some(c) = self.chunks.pop_front() else {
+                break;
+            };
+            debug_assert!(c.iter().all(Option::is_none));
+            self.base += CHUNK as u64;
+            // One spare chunk is enough: items come and go at about the same rate.
+            if self.spare.is_empty() {
+                self.spare.push(c);
+            }
+        }
+    }
+}
+
 /// A priority queue for keys that arrive as a few interleaved, nearly sorted streams
 /// (kernel actions as they happen, file actions released from the folder's hold, audit
 /// records): up to [`LANES`] sorted runs, a key appended to the first run it does not
@@ -395,7 +460,7 @@ pub struct Matcher<'x> {
     window: i64,
     expect: &'x Expectations,
     has_log: HashSet<Arc<str>>,
-    items: VecDeque<Option<Item>>,
+    items: Slots,
     /// Whether `items[i]` is held (a compact copy of `items[i].is_some()`).
     alive: VecDeque<bool>,
     base: u64,
@@ -440,7 +505,7 @@ impl<'x> Matcher<'x> {
             window: window_ns,
             expect,
             has_log: services_with_logs.iter().map(|s| Arc::from(*s)).collect(),
-            items: VecDeque::new(),
+            items: Slots::default(),
             alive: VecDeque::new(),
             base: 0,
             actions_by_key: HashMap::default(),
@@ -461,20 +526,16 @@ impl<'x> Matcher<'x> {
     }
 
     fn get(&self, id: u64) -> Option<&Item> {
-        self.items
-            .get(id.checked_sub(self.base)? as usize)?
-            .as_ref()
+        self.items.slot(id)?.as_ref()
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Item> {
-        self.items
-            .get_mut(id.checked_sub(self.base)? as usize)?
-            .as_mut()
+        self.items.slot_mut(id)?.as_mut()
     }
 
     fn insert(&mut self, item: Item, deadline: i64) -> u64 {
-        let id = self.base + self.items.len() as u64;
-        self.items.push_back(Some(item));
+        let id = self.items.push(item);
+        debug_assert_eq!(id, self.base + self.alive.len() as u64);
         self.alive.push_back(true);
         self.held += 1;
         self.out.peak_items = self.out.peak_items.max(self.held);
@@ -527,16 +588,12 @@ impl<'x> Matcher<'x> {
         let deadline = a.end_ns.saturating_add(self.window);
         let conn = a.conn.as_ref().map(|c| (c.client, c.server));
         let mut peer = None;
-        let id_next = self.base + self.items.len() as u64;
+        let id_next = self.items.next;
         if let Some(t) = conn {
             let ids = self.conns.entry(t).or_default();
             // The other end of the same connection (opposite direction).
             for &other in ids.iter() {
-                if let Some(Item::Action(o)) = self
-                    .items
-                    .get((other - self.base) as usize)
-                    .and_then(|i| i.as_ref())
-                {
+                if let Some(Item::Action(o)) = self.items.slot(other).and_then(|i| i.as_ref()) {
                     if o.a.class != a.class && o.peer_service.is_none() {
                         peer = Some((other, o.a.service.clone()));
                         break;
@@ -625,13 +682,10 @@ impl<'x> Matcher<'x> {
     #[inline]
     fn prefetch(&self, id: u64) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(slot) = id
-            .checked_sub(self.base)
-            .and_then(|i| self.items.get(i as usize))
-        {
+        if let Some(slot) = id.checked_sub(self.base).and_then(|_| self.items.slot(id)) {
             let p = slot as *const Option<Item> as *const i8;
             // SAFETY: prefetching is a hint; it never faults or changes memory, and `p`
-            // points into the items' buffer.
+            // points into a chunk of the items.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 _mm_prefetch::<_MM_HINT_T0>(p);
@@ -727,7 +781,7 @@ impl<'x> Matcher<'x> {
         let Some(i) = id.checked_sub(self.base).map(|i| i as usize) else {
             return;
         };
-        let Some(slot) = self.items.get_mut(i) else {
+        let Some(slot) = self.items.slot_mut(id) else {
             return;
         };
         let keys = match &*slot {
@@ -752,13 +806,12 @@ impl<'x> Matcher<'x> {
         // The index buckets still name the item: they are trimmed in bulk (`sweep`)
         // rather than looked up again now, when they are no longer in the cache.
         self.dead_refs += keys;
-        // The dropped items at the front go; `drain` drops them in place (`pop_front`
-        // would copy each slot out first).
+        // The dropped items at the front go (their slots are empty already).
         let dead = self.alive.iter().take_while(|a| !**a).count();
         if dead > 0 {
             self.alive.drain(..dead);
-            self.items.drain(..dead);
             self.base += dead as u64;
+            self.items.release_below(self.base);
         }
         if self.dead_refs > self.swept_keys.max(SWEEP_MIN) {
             self.sweep();
@@ -1465,7 +1518,7 @@ mod tests {
     fn memory_holds_the_window_not_the_stream() {
         let x = Expectations::defaults(&[]);
         let mut m = Matcher::new(W, &x, &["s"]);
-        let (mut peak_keys, mut peak_near) = (0, 0);
+        let (mut peak_keys, mut peak_near, mut peak_chunks, mut peak_span) = (0, 0, 0, 0);
         for i in 0..200_000i64 {
             let t = S + i * 1_000_000; // 1000 per second, 200 s
             m.push_action(action(Class::FileWrite, &format!("/d/{i}"), t, t, 1));
@@ -1479,6 +1532,8 @@ mod tests {
             m.advance(t + 10);
             peak_keys = peak_keys.max(m.actions_by_key.len() + m.records_by_key.len());
             peak_near = peak_near.max(m.near.values().map(VecDeque::len).sum::<usize>());
+            peak_chunks = peak_chunks.max(m.items.chunks.len() + m.items.spare.len());
+            peak_span = peak_span.max(m.alive.len());
         }
         m.finish();
         assert!(m.out.findings.is_empty());
@@ -1498,7 +1553,20 @@ mod tests {
             "{peak_near} near-miss entries for {} items",
             m.out.peak_items
         );
-        assert!(m.items.is_empty() && m.actions_by_key.is_empty() && m.records_by_key.is_empty());
+        // The item chunks: those the held items' ids span (from the oldest held to the
+        // newest, a little more than the items held), the one being filled and a spare.
+        assert!(
+            peak_span < 2 * m.out.peak_items,
+            "{peak_span} ids span {} items",
+            m.out.peak_items
+        );
+        assert!(
+            peak_chunks <= peak_span / CHUNK + 3,
+            "{peak_chunks} chunks of {CHUNK} for {peak_span} ids"
+        );
+        // All dropped: at most the chunk the next item goes to is left.
+        assert!(m.items.chunks.len() <= 1 && m.items.chunks.iter().flatten().all(Option::is_none));
+        assert!(m.actions_by_key.is_empty() && m.records_by_key.is_empty());
         assert!(
             m.near.is_empty(),
             "the near-miss index is trimmed like the others"
