@@ -79,11 +79,13 @@ struct Sample {
     disk_bytes: u64,
 }
 
-/// Rounds of the network workload for `rounds` of the file loop: more, since loopback
-/// throughput is noisy (single rounds of the bulk transfer ranged 0.76-1.34 of bare on
-/// this VM) and a round is short.
+/// Rounds of the network workload for `rounds` of the file loop: many more, since
+/// loopback throughput is noisy (single rounds of the bulk transfer ranged 0.78-1.43 of
+/// bare on this VM, and bare runs alone 211-327 ms) and a round is short (about 2 s):
+/// with 15 rounds the median ratio moved by +-0.05 from one run of the bench to the
+/// next; 40 give a 95% interval about 0.08 wide.
 fn network_rounds(rounds: usize) -> usize {
-    rounds.max(5) * 3
+    rounds.max(5) * 8
 }
 
 /// (agent CPU, of which loading the programs) in ms, from the agent's summary line.
@@ -163,22 +165,28 @@ fn network_bench(
     // Ratios: the median of each round's ratio (bare and traced ran next to each other),
     // which drifts of the machine's speed between rounds do not skew. Loopback bulk
     // throughput varies by +-20% from run to run here.
+    // With a distribution-free 95% confidence interval of that median: a target is
+    // shown to be met only when the whole interval is on its side.
     let paired = |f: fn(&(f64, f64)) -> f64, traced_over_bare: bool| {
-        median(
-            bare.iter()
-                .zip(&traced)
-                .map(|(b, t)| {
-                    if traced_over_bare {
-                        f(t) / f(b)
-                    } else {
-                        f(b) / f(t)
-                    }
-                })
-                .collect(),
-        )
+        let ratios: Vec<f64> = bare
+            .iter()
+            .zip(&traced)
+            .map(|(b, t)| {
+                if traced_over_bare {
+                    f(t) / f(b)
+                } else {
+                    f(b) / f(t)
+                }
+            })
+            .collect();
+        let ci = match median_ci(ratios.clone()) {
+            Some((lo, hi)) => format!(" (95% CI {lo:.3}-{hi:.3})"),
+            None => String::new(),
+        };
+        (median(ratios), ci)
     };
-    let conn_ratio = paired(|s| s.0, true);
-    let bulk_ratio = paired(|s| s.1, false);
+    let (conn_ratio, conn_ci) = paired(|s| s.0, true);
+    let (bulk_ratio, bulk_ci) = paired(|s| s.1, false);
     let bytes = (mib << 20) as f64;
     let mut md = String::new();
     writeln!(md, "\n## Network workload: capture overhead\n")?;
@@ -189,12 +197,20 @@ fn network_bench(
     )?;
     writeln!(
         md,
-        "alternating, {rounds} rounds; times are medians, ratios the median of the rounds' ratios.\n"
+        "alternating, {rounds} rounds; times are medians, ratios the median of the rounds' ratios"
+    )?;
+    writeln!(
+        md,
+        "with a distribution-free 95% confidence interval (a target is met when all of it is on"
+    )?;
+    writeln!(
+        md,
+        "the target's side; single rounds scatter by +-20% on this VM, bare runs alike).\n"
     )?;
     writeln!(md, "| metric | value | target |\n| --- | --- | --- |")?;
     writeln!(
         md,
-        "| short connections: overhead ratio (traced / bare time) | {conn_ratio:.3} | <= 1.10 |"
+        "| short connections: overhead ratio (traced / bare time) | {conn_ratio:.3}{conn_ci} | <= 1.10 |"
     )?;
     writeln!(
         md,
@@ -204,7 +220,7 @@ fn network_bench(
     )?;
     writeln!(
         md,
-        "| bulk throughput traced / bare | {bulk_ratio:.3} | >= 0.95 |"
+        "| bulk throughput traced / bare | {bulk_ratio:.3}{bulk_ci} | >= 0.95 |"
     )?;
     writeln!(
         md,
@@ -520,6 +536,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// A distribution-free 95% confidence interval for the median of `v`: the order
+/// statistics x(k) and x(n+1-k) with the largest k such that fewer than k of n values
+/// fall below the median with probability at most 2.5% (binomial, p = 1/2). Needs at
+/// least 6 values (fewer cannot give 95%); `None` otherwise.
+fn median_ci(mut v: Vec<f64>) -> Option<(f64, f64)> {
+    let n = v.len();
+    v.sort_by(f64::total_cmp);
+    // P(X < k) for X ~ Bin(n, 1/2), summed from k = 1 while it stays <= 0.025.
+    let mut pmf = 0.5f64.powi(n as i32); // P(X = 0)
+    let mut below = 0.0;
+    let mut k = 0;
+    for i in 0..n {
+        below += pmf;
+        if below > 0.025 {
+            break;
+        }
+        k = i + 1;
+        pmf *= (n - i) as f64 / (i + 1) as f64;
+    }
+    (k >= 1).then(|| (v[k - 1], v[n - k]))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -1231,6 +1269,17 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_ci_takes_the_binomial_order_statistics() {
+        // Tables of the sign test: n = 6 gives ranks 1 and 6, n = 30 ranks 10 and 21,
+        // n = 45 ranks 16 and 30; fewer than 6 values cannot give 95%.
+        let v = |n: usize| (1..=n).rev().map(|i| i as f64).collect::<Vec<_>>();
+        assert_eq!(median_ci(v(5)), None);
+        assert_eq!(median_ci(v(6)), Some((1.0, 6.0)));
+        assert_eq!(median_ci(v(30)), Some((10.0, 21.0)));
+        assert_eq!(median_ci(v(45)), Some((16.0, 30.0)));
+    }
 
     #[test]
     fn strace_lines_are_paired_by_descriptor() {
