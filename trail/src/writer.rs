@@ -94,6 +94,13 @@ const DICTIONARY_COLUMNS: [&str; 7] = [
     "process.cmd_line",
 ];
 
+/// A leaf column's path from its dotted name: `ColumnPath::from("a.b")` is one part
+/// named `a.b`, which matches no nested column (the dictionary settings of the nested
+/// columns above were silently ignored that way).
+fn leaf_path(dotted: &str) -> ColumnPath {
+    ColumnPath::new(dotted.split('.').map(str::to_string).collect())
+}
+
 struct Open {
     writer: ArrowWriter<HashingFile>,
     opened: std::time::Instant,
@@ -279,7 +286,7 @@ impl TrailWriter {
         let props = DICTIONARY_COLUMNS
             .iter()
             .fold(props, |p, c| {
-                p.set_column_dictionary_enabled(ColumnPath::from(*c), true)
+                p.set_column_dictionary_enabled(leaf_path(c), true)
             })
             .set_max_row_group_row_count(Some(self.opts.segment_rows.max(1)))
             .build();
@@ -453,4 +460,67 @@ pub struct Finished {
     pub sealed: Vec<(String, String)>,
     /// The chain head after the final seal.
     pub head: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+    use parquet::{basic::Encoding, file::reader::FileReader};
+
+    #[test]
+    fn dictionary_columns_are_dictionary_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            TrailWriter::create(dir.path(), RunInfo::default(), WriterOptions::default()).unwrap();
+        for i in 0..100 {
+            w.push(Event {
+                time_ns: 1_700_000_000_000_000_000 + i,
+                class_uid: class::FILE_SYSTEM_ACTIVITY,
+                activity_id: activity::FILE_OPEN,
+                activity_name: "Open".into(),
+                actor: Actor {
+                    pid: 10,
+                    name: "cat".into(),
+                    cmd_line: Some("cat /etc/hostname".into()),
+                    exe: Some("/usr/bin/cat".into()),
+                    ..Default::default()
+                },
+                process: Some(Box::new(TargetProcess {
+                    cmd_line: Some("cat".into()),
+                    ..Default::default()
+                })),
+                groundtruth: Extra {
+                    service: "svc".into(),
+                    syscall: Some("openat".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let files = w.finish().unwrap().files;
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            File::open(&files[0]).unwrap(),
+        )
+        .unwrap();
+        let rg = reader.metadata().row_group(0);
+        let encodings = |path: &str| {
+            rg.columns()
+                .iter()
+                .find(|c| c.column_path().string() == path)
+                .unwrap_or_else(|| panic!("no column {path}"))
+                .encodings()
+                .collect::<Vec<_>>()
+        };
+        for c in DICTIONARY_COLUMNS {
+            assert!(
+                encodings(c).contains(&Encoding::RLE_DICTIONARY),
+                "{c}: {:?}",
+                encodings(c)
+            );
+        }
+        // And only those: a path column is plain.
+        assert!(!encodings("file.path").contains(&Encoding::RLE_DICTIONARY));
+    }
 }
