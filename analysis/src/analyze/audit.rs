@@ -471,7 +471,7 @@ fn time_of(v: &Value, field: &str, f: time::TimeFormat) -> Result<i64, String> {
 fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
     let t = time_of(v, "@timestamp", time::TimeFormat::Auto)?;
     let cats = strings(v, "event.category");
-    let types = strings(v, "event.type");
+    let types = || strings(v, "event.type");
     let has = |p: &str| lookup(v, p).is_some();
     let has_cat = |c: &str| cats.clone().any(|x| x == c);
     let domain = if has_cat("file") {
@@ -489,27 +489,28 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
     } else {
         Domain::Unknown
     };
-    let direction = text(v, "network.direction").map(str::to_ascii_lowercase);
-    let by_direction = match direction.as_deref() {
-        Some("inbound" | "ingress") => Some(Class::NetAccept),
-        Some("outbound" | "egress") => Some(Class::NetConnect),
-        _ => None,
+    // Looked up only where it decides (a field a record lacks costs a search of every
+    // way of spelling its path).
+    let by_direction = || {
+        let direction = text(v, "network.direction").map(str::to_ascii_lowercase);
+        match direction.as_deref() {
+            Some("inbound" | "ingress") => Some(Class::NetAccept),
+            Some("outbound" | "egress") => Some(Class::NetConnect),
+            _ => None,
+        }
     };
     let class = text(v, "event.action")
         .and_then(|a| action_words(a, domain))
         .or_else(|| match domain {
-            Domain::File => types.clone().find_map(|t| match t {
+            Domain::File => types().find_map(|t| match t {
                 "creation" => Some(Class::FileCreate),
                 "deletion" => Some(Class::FileDelete),
                 "change" => Some(Class::FileWrite),
                 "access" => Some(Class::FileRead),
                 _ => None,
             }),
-            Domain::Network => by_direction,
-            Domain::Process => types
-                .clone()
-                .any(|t| t == "start")
-                .then_some(Class::ProcessExec),
+            Domain::Network => by_direction(),
+            Domain::Process => types().any(|t| t == "start").then_some(Class::ProcessExec),
             Domain::Unknown => None,
         });
     let Some(mut class) = class else {
@@ -517,7 +518,7 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
     };
     // `connection`-like words with an explicit direction: the direction decides.
     if class.is_network() {
-        class = by_direction.unwrap_or(class);
+        class = by_direction().unwrap_or(class);
     }
     let pid = pid(v, "process.pid")?;
     let claim = match class {

@@ -115,11 +115,14 @@ fn parse_epoch(s: &str, f: TimeFormat) -> Option<i64> {
     decimal(s, scale)
 }
 
+/// A run of ASCII digits as a number (at most 18 digits: it cannot overflow).
 fn num(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+    if b.is_empty() || b.len() > 18 {
         return None;
     }
-    std::str::from_utf8(b).ok()?.parse().ok()
+    b.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 /// Days from 1970-01-01 to a civil date (proleptic Gregorian).
@@ -272,6 +275,11 @@ mod tests {
             "2023-11-14T22:13:20Zjunk",
             "2023-11-14T22:13:20+1:00",
             "２０２３-11-14T22:13:20Z",
+            "20x3-11-14T22:13:20Z",
+            "2023-1a-14T22:13:20Z",
+            "2023-11-14T22:13:2 Z",
+            "2023-11-14T22:13:20+0a:00",
+            "2023-11-14T22:13:20-01:0.",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
