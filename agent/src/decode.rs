@@ -140,14 +140,28 @@ impl Record<'_> {
             return None;
         }
         let mut path = String::with_capacity(b.len() + 1 + extra);
-        for p in b.rsplit(|&c| c == 0) {
-            if p.is_empty() || p == b"/" {
-                continue;
+        // Checked as UTF-8 once, not per component (NUL is ASCII: splitting valid text
+        // at NULs gives valid text); names that are not UTF-8 are converted lossily.
+        match std::str::from_utf8(b) {
+            Ok(_) => {
+                for p in b.rsplit(|&c| c == 0) {
+                    if p.is_empty() || p == b"/" {
+                        continue;
+                    }
+                    path.push('/');
+                    // SAFETY: `b` is UTF-8 and `p` a part of it between NULs (ASCII),
+                    // so `p` is UTF-8 too.
+                    path.push_str(unsafe { std::str::from_utf8_unchecked(p) });
+                }
             }
-            path.push('/');
-            match std::str::from_utf8(p) {
-                Ok(t) => path.push_str(t),
-                Err(_) => path.push_str(&String::from_utf8_lossy(p)),
+            Err(_) => {
+                for p in b.rsplit(|&c| c == 0) {
+                    if p.is_empty() || p == b"/" {
+                        continue;
+                    }
+                    path.push('/');
+                    path.push_str(&String::from_utf8_lossy(p));
+                }
             }
         }
         if path.is_empty() {
