@@ -28,7 +28,7 @@ use super::{Action, Class};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use memchr::memmem::Finder;
 use serde::Deserialize;
-use std::{net::IpAddr, path::Path};
+use std::{cell::RefCell, hash::BuildHasher, net::IpAddr, path::Path};
 
 /// Paths no rule can require.
 pub const NEVER: &[&str] = &[
@@ -79,6 +79,41 @@ pub struct Expectations {
     never: Globs,
     /// "built-in defaults" or the file's path.
     pub source: String,
+    verdicts: Verdicts,
+}
+
+/// What the globs say of a path: whether it can never be required, and which rules'
+/// `paths` and `exclude` admit it (bit `i`: rule `i`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Verdict {
+    never: bool,
+    rules: u64,
+}
+
+/// The verdicts of recent paths, by a hash of the path (one slot each, the newest
+/// wins). A file's actions (its create, rename, delete) are decided close together,
+/// and testing a path against every glob was a tenth of `analyze`.
+struct Verdicts {
+    slots: RefCell<Vec<Slot>>,
+}
+
+/// A path and its verdict.
+type Slot = Option<(Box<str>, Verdict)>;
+
+const VERDICT_SLOTS: usize = 1024;
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Verdicts {
+            slots: RefCell::new(vec![None; VERDICT_SLOTS]),
+        }
+    }
+}
+
+impl std::fmt::Debug for Verdicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verdicts")
+    }
 }
 
 #[derive(Deserialize)]
@@ -385,6 +420,7 @@ impl Expectations {
             rules,
             never: never(audit_logs, &[]).unwrap(),
             source: "built-in defaults".into(),
+            verdicts: Verdicts::default(),
         }
     }
 
@@ -461,16 +497,48 @@ impl Expectations {
                 peer_ip,
             });
         }
+        if rules.len() > 64 {
+            return Err(at(format!(
+                "{} rules: at most 64 are supported",
+                rules.len()
+            )));
+        }
         Ok(Expectations {
             rules,
             never: never(audit_logs, &f.ignore.paths).map_err(at)?,
             source: path.display().to_string(),
+            verdicts: Verdicts::default(),
         })
     }
 
     /// Whether a path can never be required.
     pub fn never(&self, path: &str) -> bool {
         self.never.is_match(path)
+    }
+
+    fn verdict_of(&self, path: &str) -> Verdict {
+        let rules = self.rules.iter().enumerate().fold(0u64, |m, (i, r)| {
+            let admits = r.paths.as_ref().is_none_or(|g| g.is_match(path))
+                && r.exclude.as_ref().is_none_or(|g| !g.is_match(path));
+            m | (u64::from(admits) << i)
+        });
+        Verdict {
+            never: self.never(path),
+            rules,
+        }
+    }
+
+    /// [`Expectations::verdict_of`], from the recent verdicts when the path is there.
+    fn verdict(&self, path: &str) -> Verdict {
+        let slot = rustc_hash::FxBuildHasher.hash_one(path) as usize % VERDICT_SLOTS;
+        if let Some((p, v)) = &self.verdicts.slots.borrow()[slot] {
+            if **p == *path {
+                return *v;
+            }
+        }
+        let v = self.verdict_of(path);
+        self.verdicts.slots.borrow_mut()[slot] = Some((path.into(), v));
+        v
     }
 
     /// The first rule that requires this action, if any. `peer_service` is the other
@@ -485,13 +553,17 @@ impl Expectations {
         if !self.rules.iter().any(|r| r.classes.contains(&a.class)) {
             return None;
         }
-        let paths =
-            [a.path.as_deref(), a.old_path.as_deref()].map(|p| p.filter(|p| !self.never(p)));
-        let paths = paths.iter().flatten();
-        if !a.class.is_network() && paths.clone().next().is_none() {
+        let verdicts = if a.class.is_network() {
+            [None, None]
+        } else {
+            [a.path.as_deref(), a.old_path.as_deref()]
+                .map(|p| p.map(|p| self.verdict(p)).filter(|v| !v.never))
+        };
+        let verdicts = verdicts.iter().flatten();
+        if !a.class.is_network() && verdicts.clone().next().is_none() {
             return None;
         }
-        self.rules.iter().position(|r| {
+        self.rules.iter().enumerate().position(|(i, r)| {
             (match &r.service {
                 Some(s) => **s == *a.service,
                 None => has_log(&a.service),
@@ -514,10 +586,7 @@ impl Expectations {
                         .is_none_or(|p| conn.is_some_and(|c| c.server.1 == p))
                         && r.peer_ip.is_none_or(|ip| peer.is_some_and(|p| p.0 == ip))
                 } else {
-                    paths.clone().any(|p| {
-                        r.paths.as_ref().is_none_or(|g| g.is_match(p))
-                            && r.exclude.as_ref().is_none_or(|g| !g.is_match(p))
-                    })
+                    verdicts.clone().any(|v| v.rules >> i & 1 == 1)
                 }
         })
     }
@@ -817,9 +886,76 @@ paths = ["/srv/orders/ignored.json"]
             ),
             ("[[rule]]\nclasses=['file.write']\npaths=['/x/[']\n", "glob"),
             ("[[rule]]\nclasses=['file.write']\nsrvice='x'\n", "srvice"),
+            (
+                &"[[rule]]\nclasses=['file.write']\n".repeat(65),
+                "65 rules: at most 64",
+            ),
         ] {
             let e = Expectations::parse(Path::new("e.toml"), bad, &[]).unwrap_err();
             assert!(e.starts_with("e.toml: ") && e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn recent_verdicts_are_the_globs_verdicts() {
+        let text = r#"
+[[rule]]
+classes = ["file.write"]
+paths = ["/srv/**"]
+exclude = ["/srv/tmp/**"]
+[[rule]]
+classes = ["file.write"]
+paths = ["**/*.log"]
+[ignore]
+paths = ["/srv/cache/**"]
+"#;
+        let x = Expectations::parse(Path::new("e.toml"), text, &[]).unwrap();
+        // Far more paths than slots, each asked for twice at different distances, so
+        // that slots are shared and overwritten; every answer is the uncached one.
+        let paths: Vec<String> = (0..5 * VERDICT_SLOTS)
+            .map(|i| match i % 5 {
+                0 => format!("/srv/a/{i}.json"),
+                1 => format!("/srv/tmp/{i}.json"),
+                2 => format!("/var/{i}.log"),
+                3 => format!("/srv/cache/{i}.log"),
+                _ => format!("/proc/{i}/x.so"),
+            })
+            .collect();
+        let mut hits = 0;
+        for (i, p) in paths.iter().enumerate() {
+            for q in [p, &paths[i / 2]] {
+                let slot = rustc_hash::FxBuildHasher.hash_one(q.as_str()) as usize % VERDICT_SLOTS;
+                hits += usize::from(
+                    x.verdicts.slots.borrow()[slot]
+                        .as_ref()
+                        .is_some_and(|(k, _)| **k == **q),
+                );
+                assert_eq!(x.verdict(q), x.verdict_of(q), "{q}");
+            }
+        }
+        assert!(hits > 0, "some answers came from the slots");
+        let v = |p: &str| x.verdict(p);
+        assert_eq!(
+            v("/srv/a.json"),
+            Verdict {
+                never: false,
+                rules: 0b01
+            }
+        );
+        assert_eq!(
+            v("/srv/tmp/a.log"),
+            Verdict {
+                never: false,
+                rules: 0b10
+            }
+        );
+        assert_eq!(
+            v("/srv/a.log"),
+            Verdict {
+                never: false,
+                rules: 0b11
+            }
+        );
+        assert!(v("/srv/cache/a.json").never && v("/proc/1/status").never);
     }
 }
