@@ -142,26 +142,18 @@ impl Record<'_> {
         let mut path = String::with_capacity(b.len() + 1 + extra);
         // Checked as UTF-8 once, not per component (NUL is ASCII: splitting valid text
         // at NULs gives valid text); names that are not UTF-8 are converted lossily.
-        match std::str::from_utf8(b) {
-            Ok(_) => {
-                for p in b.rsplit(|&c| c == 0) {
-                    if p.is_empty() || p == b"/" {
-                        continue;
-                    }
-                    path.push('/');
-                    // SAFETY: `b` is UTF-8 and `p` a part of it between NULs (ASCII),
-                    // so `p` is UTF-8 too.
-                    path.push_str(unsafe { std::str::from_utf8_unchecked(p) });
-                }
+        let utf8 = std::str::from_utf8(b).is_ok();
+        for p in b.rsplit(|&c| c == 0) {
+            if p.is_empty() || p == b"/" {
+                continue;
             }
-            Err(_) => {
-                for p in b.rsplit(|&c| c == 0) {
-                    if p.is_empty() || p == b"/" {
-                        continue;
-                    }
-                    path.push('/');
-                    path.push_str(&String::from_utf8_lossy(p));
-                }
+            path.push('/');
+            if utf8 {
+                // SAFETY: `b` is UTF-8 and `p` a part of it between NULs (ASCII), so
+                // `p` is UTF-8 too.
+                path.push_str(unsafe { std::str::from_utf8_unchecked(p) });
+            } else {
+                path.push_str(&String::from_utf8_lossy(p));
             }
         }
         if path.is_empty() {
@@ -1122,6 +1114,29 @@ mod tests {
         let e = d.decode(&record(&ev, data)).unwrap();
         assert_eq!(e.file.unwrap().path.as_deref(), Some("/home/b/f"));
         assert_eq!(e.activity_name, "Delete");
+    }
+
+    #[test]
+    fn component_names_that_are_not_utf8_are_converted_lossily() {
+        let mut d = Decoder::new(0, vec![]);
+        for (components, want) in [
+            // The base directory's components, innermost first; the path is `f`.
+            (&b"caf\xc3\xa9\0srv\0"[..], "/srv/caf\u{e9}/f"),
+            (&b"caf\xe9\0srv\0"[..], "/srv/caf\u{fffd}/f"),
+            (&b"\xff\0\0/\0"[..], "/\u{fffd}/f"),
+        ] {
+            let mut ev = raw(op::UNLINK);
+            let mut data = b"f\0".to_vec();
+            data.extend_from_slice(components);
+            ev.strs[0] = sref(0, 1, str_kind::RAW);
+            ev.strs[1] = sref(2, components.len(), str_kind::COMPONENTS);
+            let e = d.decode(&record(&ev, &data)).unwrap();
+            assert_eq!(
+                e.file.unwrap().path.as_deref(),
+                Some(want),
+                "{components:?}"
+            );
+        }
     }
 
     #[test]

@@ -682,7 +682,7 @@ impl<'x> Matcher<'x> {
     #[inline]
     fn prefetch(&self, id: u64) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(slot) = id.checked_sub(self.base).and_then(|_| self.items.slot(id)) {
+        if let Some(slot) = self.items.slot(id) {
             let p = slot as *const Option<Item> as *const i8;
             // SAFETY: prefetching is a hint; it never faults or changes memory, and `p`
             // points into a chunk of the items.
