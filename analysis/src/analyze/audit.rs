@@ -489,15 +489,18 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
     } else {
         Domain::Unknown
     };
-    // Looked up only where it decides (a field a record lacks costs a search of every
-    // way of spelling its path).
+    // Looked up only where it decides, and once (a field a record lacks costs a search
+    // of every way of spelling its path).
+    let direction = std::cell::OnceCell::new();
     let by_direction = || {
-        let direction = text(v, "network.direction").map(str::to_ascii_lowercase);
-        match direction.as_deref() {
-            Some("inbound" | "ingress") => Some(Class::NetAccept),
-            Some("outbound" | "egress") => Some(Class::NetConnect),
-            _ => None,
-        }
+        *direction.get_or_init(|| {
+            let d = text(v, "network.direction").map(str::to_ascii_lowercase);
+            match d.as_deref() {
+                Some("inbound" | "ingress") => Some(Class::NetAccept),
+                Some("outbound" | "egress") => Some(Class::NetConnect),
+                _ => None,
+            }
+        })
     };
     let class = text(v, "event.action")
         .and_then(|a| action_words(a, domain))
