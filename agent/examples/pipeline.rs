@@ -1,10 +1,14 @@
 //! The agent's userspace pipeline (decode + Parquet trail writing) on synthetic kernel
 //! records shaped like the benchmark's file loop, without the kernel: CPU per event of
 //! the part of the agent that runs per event. Used by `cargo xtask bench`; runs
-//! unprivileged. Usage: pipeline [ITERATIONS] (4 events per iteration).
+//! unprivileged. Usage: pipeline [ITERATIONS] [file|net] (4 events per iteration: the
+//! file loop's open, close, rename and unlink, or with `net` a loopback TCP connection's
+//! connect, accept and two closes, as `gt-workload tcploop` makes them).
 
 use agent::decode::Decoder;
-use agent_common::{op, str_kind, EventHeader, RawEvent, StrRef, RAW_EVENT_SIZE};
+use agent_common::{
+    ev_flag, op, str_kind, EventHeader, NetAddrs, RawEvent, StrRef, NET_ADDRS_SIZE, RAW_EVENT_SIZE,
+};
 use std::time::Instant;
 
 #[global_allocator]
@@ -53,6 +57,14 @@ impl Rec {
         self
     }
 
+    fn net(self, a: &NetAddrs) -> Self {
+        // SAFETY: NetAddrs is repr(C) plain integers without padding.
+        let b = unsafe {
+            std::slice::from_raw_parts(a as *const NetAddrs as *const u8, NET_ADDRS_SIZE)
+        };
+        self.s(str_kind::NET, b)
+    }
+
     fn none(mut self) -> Self {
         self.n += 1;
         self
@@ -97,7 +109,12 @@ fn main() {
             .s(str_kind::COMPONENTS, cwd)
             .bytes(),
     );
-    for _ in 0..iterations {
+    let net = std::env::args().nth(2).as_deref() == Some("net");
+    for i in 0..iterations {
+        if net {
+            records.extend(connection(i, &mut next));
+            continue;
+        }
         let mut open = Rec::new(op::OPEN, next())
             .s(str_kind::RAW, b"f.tmp")
             .none()
@@ -180,6 +197,46 @@ fn main() {
         cpu / n,
         wall / n
     );
+}
+
+/// A loopback TCP connection of `tcploop`: the client's connect, the server thread's
+/// accept, and both sides' closes with 100 bytes each way.
+fn connection(i: u64, next: &mut impl FnMut() -> u64) -> [Vec<u8>; 4] {
+    let port = 40000 + (i % 20000) as u16;
+    let lo = [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let client = NetAddrs {
+        family: 2,
+        protocol: 6,
+        local_port: port,
+        remote_port: 8080,
+        local: lo,
+        remote: lo,
+    };
+    let server = NetAddrs {
+        local_port: 8080,
+        remote_port: port,
+        ..client
+    };
+    let (csk, ssk) = (0xffff_0000_0000 + i * 2, 0xffff_0000_0000 + i * 2 + 1);
+    let rec = |op, a: &NetAddrs, sk, flags, tid, syscall, seq| {
+        let mut r = Rec::new(op, seq).net(a);
+        r.ev.header.tid = tid;
+        r.ev.syscall = syscall;
+        r.ev.arg_b = sk;
+        r.ev.ev_flags = flags;
+        if op == op::NET_CLOSE {
+            r.ev.bytes_read = 100;
+            r.ev.bytes_written = 100;
+        }
+        r.bytes()
+    };
+    let (out, inb) = (ev_flag::OUTBOUND, ev_flag::INBOUND);
+    [
+        rec(op::NET_CONNECT, &client, csk, out, 4242, 42, next()),
+        rec(op::NET_ACCEPT, &server, ssk, inb, 4243, 288, next()),
+        rec(op::NET_CLOSE, &client, csk, out, 4242, 0, next()),
+        rec(op::NET_CLOSE, &server, ssk, inb, 4243, 0, next()),
+    ]
 }
 
 fn cpu_ns() -> u64 {
