@@ -475,6 +475,48 @@ mod tests {
         assert_eq!(back, events);
     }
 
+    /// Integer columns are delta-encoded: differences between extreme values overflow
+    /// 64 bits and must still read back exactly.
+    #[test]
+    fn extreme_integers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WriterOptions {
+            batch_rows: 3,
+            ..Default::default()
+        };
+        let mut w = TrailWriter::create(dir.path(), RunInfo::default(), opts).unwrap();
+        let events: Vec<Event> = (0..40u64)
+            .map(|i| {
+                let mut e = sample(i);
+                let hi = i % 2 == 0;
+                e.time_ns = if hi {
+                    i64::MAX - i as i64
+                } else {
+                    i64::MIN + i as i64
+                };
+                e.actor.pid = if hi { u32::MAX } else { 0 };
+                e.actor.uid = if i % 3 == 0 { u32::MAX } else { 1 };
+                e.groundtruth.sequence = if hi { u64::MAX - i } else { i };
+                e.groundtruth.cgroup_id = if hi { 0 } else { u64::MAX };
+                e.groundtruth.ret = Some(if hi { i64::MIN } else { i64::MAX });
+                e.groundtruth.bytes_written = Some(u64::MAX >> (i % 64));
+                if let Some(f) = e.file.as_mut() {
+                    f.inode = Some(if hi { u64::MAX } else { 1 });
+                }
+                e
+            })
+            .collect();
+        for e in &events {
+            w.push(e.clone()).unwrap();
+        }
+        w.finish().unwrap();
+        let back: Vec<Event> = stream_events(dir.path())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, events);
+    }
+
     #[test]
     fn empty_run_still_writes_a_segment() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 use crate::{meta, schema, Event, TrailError};
 use parquet::{
     arrow::ArrowWriter,
-    basic::{Compression, ZstdLevel},
+    basic::{Compression, Encoding, ZstdLevel},
     file::metadata::KeyValue,
     file::properties::{EnabledStatistics, WriterProperties},
     schema::types::ColumnPath,
@@ -99,6 +99,31 @@ const DICTIONARY_COLUMNS: [&str; 7] = [
 /// columns above were silently ignored that way).
 fn leaf_path(dotted: &str) -> ColumnPath {
     ColumnPath::new(dotted.split('.').map(str::to_string).collect())
+}
+
+/// Paths of the integer and timestamp leaf columns of the schema.
+fn int_leaves() -> Vec<ColumnPath> {
+    use arrow_schema::{DataType, Field};
+    fn walk(f: &Field, path: &mut Vec<String>, out: &mut Vec<ColumnPath>) {
+        path.push(f.name().clone());
+        match f.data_type() {
+            DataType::Struct(fields) => {
+                for c in fields {
+                    walk(c, path, out);
+                }
+            }
+            t if t.is_integer() || matches!(t, DataType::Timestamp(..)) => {
+                out.push(ColumnPath::new(path.clone()))
+            }
+            _ => {}
+        }
+        path.pop();
+    }
+    let mut out = Vec::new();
+    for f in schema::schema().fields() {
+        walk(f, &mut Vec::new(), &mut out);
+    }
+    out
 }
 
 struct Open {
@@ -283,10 +308,19 @@ impl TrailWriter {
         // name, command line and executable on each of its events, labels): there it
         // saves copying and compressing the same bytes per row. Elsewhere (times,
         // sequence numbers, paths) it cost more CPU than it saved and made files larger.
-        let props = DICTIONARY_COLUMNS
-            .iter()
+        let props = DICTIONARY_COLUMNS.iter().fold(props, |p, c| {
+            p.set_column_dictionary_enabled(leaf_path(c), true)
+        });
+        // Integer columns: DELTA_BINARY_PACKED. Most of them are constant or nearly so
+        // over many rows (class, pid, uid, cgroup, cpu) or grow slowly (time, sequence
+        // numbers): bit-packed differences take a few bits a row where plain encoding
+        // handed zstd 4 or 8 bytes a row to squeeze. On the pipeline example 11% (file
+        // loop) and 18% (short connections) fewer instructions per event, and files a
+        // fraction of the size.
+        let props = int_leaves()
+            .into_iter()
             .fold(props, |p, c| {
-                p.set_column_dictionary_enabled(leaf_path(c), true)
+                p.set_column_encoding(c, Encoding::DELTA_BINARY_PACKED)
             })
             .set_max_row_group_row_count(Some(self.opts.segment_rows.max(1)))
             .build();
@@ -469,7 +503,7 @@ mod tests {
     use parquet::{basic::Encoding, file::reader::FileReader};
 
     #[test]
-    fn dictionary_columns_are_dictionary_encoded() {
+    fn columns_have_their_encodings() {
         let dir = tempfile::tempdir().unwrap();
         let mut w =
             TrailWriter::create(dir.path(), RunInfo::default(), WriterOptions::default()).unwrap();
@@ -522,5 +556,19 @@ mod tests {
         }
         // And only those: a path column is plain.
         assert!(!encodings("file.path").contains(&Encoding::RLE_DICTIONARY));
+        // Integer and timestamp columns are delta-encoded, nested ones too.
+        for c in [
+            "time",
+            "class_uid",
+            "actor.process.pid",
+            "groundtruth.sequence",
+        ] {
+            assert!(
+                encodings(c).contains(&Encoding::DELTA_BINARY_PACKED),
+                "{c}: {:?}",
+                encodings(c)
+            );
+        }
+        assert!(int_leaves().len() > 30, "{:?}", int_leaves());
     }
 }
