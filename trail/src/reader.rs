@@ -425,16 +425,28 @@ mod tests {
         );
     }
 
+    /// `events` written with `batch_rows` rows a batch, streamed back.
+    fn round_trip(batch_rows: usize, events: &[Event]) -> Vec<Event> {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WriterOptions {
+            batch_rows,
+            ..Default::default()
+        };
+        let mut w = TrailWriter::create(dir.path(), RunInfo::default(), opts).unwrap();
+        for e in events {
+            w.push(e.clone()).unwrap();
+        }
+        w.finish().unwrap();
+        stream_events(dir.path())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// Batches in which whole groups or optional columns are absent (written as one
     /// null array each) read back like batches that have them.
     #[test]
     fn batches_without_some_groups_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = WriterOptions {
-            batch_rows: 5,
-            ..Default::default()
-        };
-        let mut w = TrailWriter::create(dir.path(), RunInfo::default(), opts).unwrap();
         let events: Vec<Event> = (0..40)
             .map(|i| {
                 let mut e = sample(i);
@@ -464,27 +476,13 @@ mod tests {
                 e
             })
             .collect();
-        for e in &events {
-            w.push(e.clone()).unwrap();
-        }
-        w.finish().unwrap();
-        let back: Vec<Event> = stream_events(dir.path())
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(back, events);
+        assert_eq!(round_trip(5, &events), events);
     }
 
     /// Integer columns are delta-encoded: differences between extreme values overflow
     /// 64 bits and must still read back exactly.
     #[test]
     fn extreme_integers_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = WriterOptions {
-            batch_rows: 3,
-            ..Default::default()
-        };
-        let mut w = TrailWriter::create(dir.path(), RunInfo::default(), opts).unwrap();
         let events: Vec<Event> = (0..40u64)
             .map(|i| {
                 let mut e = sample(i);
@@ -506,15 +504,7 @@ mod tests {
                 e
             })
             .collect();
-        for e in &events {
-            w.push(e.clone()).unwrap();
-        }
-        w.finish().unwrap();
-        let back: Vec<Event> = stream_events(dir.path())
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(back, events);
+        assert_eq!(round_trip(3, &events), events);
     }
 
     #[test]
