@@ -5,13 +5,13 @@
 use crate::event::{Actor, Endpoint, Event, Extra, FileRef, Network, Shared, TargetProcess};
 use crate::TrailError;
 use arrow_array::{
-    builder::{
-        BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder,
-    },
-    new_null_array, Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch,
-    StringArray, StructArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    builder::BooleanBuilder,
+    new_null_array,
+    types::{Int32Type, Int64Type, UInt32Type, UInt64Type},
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Int32Array, Int64Array, PrimitiveArray,
+    RecordBatch, StringArray, StructArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
-use arrow_buffer::NullBuffer;
+use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, OnceLock};
 
@@ -165,7 +165,7 @@ fn strukt(fields: Fields, arrays: Vec<ArrayRef>, valid: Option<Vec<bool>>) -> Ar
     Arc::new(StructArray::new(fields, arrays, nulls))
 }
 
-fn path_array(paths: StringBuilder) -> ArrayRef {
+fn path_array(paths: Strs) -> ArrayRef {
     let mut paths = paths;
     let fields = match path_struct() {
         DataType::Struct(f) => f,
@@ -174,12 +174,111 @@ fn path_array(paths: StringBuilder) -> ArrayRef {
     strukt(fields, vec![Arc::new(paths.finish())], None)
 }
 
+/// A string column being built: offsets, bytes and validity in plain vectors (Arrow's
+/// `StringBuilder` took about 70 instructions an append, out of line).
+struct Strs {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+    valid: Vec<bool>,
+    nulls: bool,
+}
+
+impl Strs {
+    fn with_capacity(n: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        Self {
+            offsets,
+            bytes: Vec::with_capacity(bytes),
+            valid: Vec::with_capacity(n),
+            nulls: false,
+        }
+    }
+
+    #[inline]
+    fn append_value(&mut self, v: &str) {
+        self.bytes.extend_from_slice(v.as_bytes());
+        self.offsets.push(self.bytes.len() as i32);
+        self.valid.push(true);
+    }
+
+    #[inline]
+    fn append_option(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.append_value(v),
+            None => {
+                self.nulls = true;
+                self.offsets.push(self.bytes.len() as i32);
+                self.valid.push(false);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> StringArray {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let bytes = std::mem::take(&mut self.bytes);
+        let valid = std::mem::take(&mut self.valid);
+        let nulls = std::mem::take(&mut self.nulls).then(|| NullBuffer::from(valid));
+        // i32 offsets: the bytes only grow, so when their total fits, every offset
+        // did. A batch's strings stay far below 2 GiB (a few thousand rows of strings
+        // of at most a few KiB each); over it this panics, as Arrow's builder does.
+        assert!(bytes.len() <= i32::MAX as usize, "string column over 2 GiB");
+        // SAFETY: the offsets start at 0 and never decrease, the last one is the length
+        // of `bytes`, and every value between two offsets is a whole `&str` (UTF-8).
+        unsafe {
+            StringArray::new_unchecked(
+                OffsetBuffer::new_unchecked(offsets.into()),
+                bytes.into(),
+                nulls,
+            )
+        }
+    }
+}
+
+/// A primitive column being built: values and validity in plain vectors. (Arrow's
+/// builders took about 45 instructions an append, out of line.)
+struct Prim<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    valid: Vec<bool>,
+    nulls: bool,
+}
+
+impl<T: ArrowPrimitiveType> Prim<T> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(n),
+            valid: Vec::with_capacity(n),
+            nulls: false,
+        }
+    }
+
+    #[inline]
+    fn append_value(&mut self, v: T::Native) {
+        self.values.push(v);
+        self.valid.push(true);
+    }
+
+    #[inline]
+    fn append_option(&mut self, v: Option<T::Native>) {
+        self.nulls |= v.is_none();
+        self.values.push(v.unwrap_or_default());
+        self.valid.push(v.is_some());
+    }
+
+    fn finish(&mut self) -> PrimitiveArray<T> {
+        let values = std::mem::take(&mut self.values);
+        let valid = std::mem::take(&mut self.valid);
+        let nulls = std::mem::take(&mut self.nulls).then(|| NullBuffer::from(valid));
+        PrimitiveArray::new(values.into(), nulls)
+    }
+}
+
 struct FileCols {
     valid: Vec<bool>,
-    path: StringBuilder,
-    requested: StringBuilder,
-    inode: UInt64Builder,
-    dev: UInt64Builder,
+    path: Strs,
+    requested: Strs,
+    inode: Prim<UInt64Type>,
+    dev: Prim<UInt64Type>,
     truncated: BooleanBuilder,
 }
 
@@ -187,10 +286,10 @@ impl FileCols {
     fn with_capacity(n: usize) -> Self {
         Self {
             valid: Vec::with_capacity(n),
-            path: StringBuilder::with_capacity(n, n * 32),
-            requested: StringBuilder::with_capacity(n, n * 16),
-            inode: UInt64Builder::with_capacity(n),
-            dev: UInt64Builder::with_capacity(n),
+            path: Strs::with_capacity(n, n * 32),
+            requested: Strs::with_capacity(n, n * 16),
+            inode: Prim::<UInt64Type>::with_capacity(n),
+            dev: Prim::<UInt64Type>::with_capacity(n),
             truncated: BooleanBuilder::with_capacity(n),
         }
     }
@@ -253,13 +352,35 @@ impl Present {
     }
 }
 
+/// An all-null array of type `t` and length `n`, shared between batches: the groups
+/// absent from a batch are the same arrays batch after batch (batches have the same
+/// size but the last), and building one allocates and zeroes every child's buffers.
+fn null_array(t: &DataType, n: usize) -> ArrayRef {
+    thread_local! {
+        static CACHE: std::cell::RefCell<Vec<(DataType, usize, ArrayRef)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CACHE.with_borrow_mut(|cache| {
+        if let Some((_, _, a)) = cache.iter().find(|(dt, len, _)| *len == n && dt == t) {
+            return a.clone();
+        }
+        let a = new_null_array(t, n);
+        // The schema has fewer optional groups and columns than this: only batches of
+        // unusual sizes make it drop the oldest.
+        if cache.len() >= 32 {
+            cache.remove(0);
+        }
+        cache.push((t.clone(), n, a.clone()));
+        a
+    })
+}
+
 /// A finished optional column, or all nulls when no event of the batch has it.
-fn opt_col<B: arrow_array::builder::ArrayBuilder>(present: bool, b: &mut B, n: usize) -> ArrayRef {
-    let a = b.finish();
+fn opt_col(present: bool, a: ArrayRef, n: usize) -> ArrayRef {
     if present {
         a
     } else {
-        new_null_array(a.data_type(), n)
+        null_array(a.data_type(), n)
     }
 }
 
@@ -267,92 +388,87 @@ fn opt_col<B: arrow_array::builder::ArrayBuilder>(present: bool, b: &mut B, n: u
 pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     let n = events.len();
     let mut time = Vec::with_capacity(n);
-    let mut class_uid = Int32Builder::with_capacity(n);
-    let mut category = Int32Builder::with_capacity(n);
-    let mut activity_id = Int32Builder::with_capacity(n);
-    let mut activity_name = StringBuilder::with_capacity(n, n * 8);
-    let mut type_uid = Int64Builder::with_capacity(n);
-    let mut status = Int32Builder::with_capacity(n);
+    let mut class_uid = Prim::<Int32Type>::with_capacity(n);
+    let mut category = Prim::<Int32Type>::with_capacity(n);
+    let mut activity_id = Prim::<Int32Type>::with_capacity(n);
+    let mut activity_name = Strs::with_capacity(n, n * 8);
+    let mut type_uid = Prim::<Int64Type>::with_capacity(n);
+    let mut status = Prim::<Int32Type>::with_capacity(n);
     // actor.process
     let (mut a_pid, mut a_tid) = (
-        Int32Builder::with_capacity(n),
-        Int32Builder::with_capacity(n),
+        Prim::<Int32Type>::with_capacity(n),
+        Prim::<Int32Type>::with_capacity(n),
     );
     let (mut a_uid, mut a_gid) = (
-        UInt32Builder::with_capacity(n),
-        UInt32Builder::with_capacity(n),
+        Prim::<UInt32Type>::with_capacity(n),
+        Prim::<UInt32Type>::with_capacity(n),
     );
     let (mut a_name, mut a_cmd, mut a_exe) = (
-        StringBuilder::with_capacity(n, n * 8),
-        StringBuilder::with_capacity(n, n * 8),
-        StringBuilder::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
     );
-    let mut a_ppid = Int32Builder::with_capacity(n);
+    let mut a_ppid = Prim::<Int32Type>::with_capacity(n);
     // process
     let mut p_valid = Vec::with_capacity(n);
-    let mut p_pid = Int32Builder::with_capacity(n);
+    let mut p_pid = Prim::<Int32Type>::with_capacity(n);
     let (mut p_name, mut p_cmd, mut p_exe, mut p_cwd) = (
-        StringBuilder::with_capacity(n, n * 8),
-        StringBuilder::with_capacity(n, n * 8),
-        StringBuilder::with_capacity(n, n * 8),
-        StringBuilder::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
+        Strs::with_capacity(n, n * 8),
     );
     let (mut p_code, mut p_sig) = (
-        Int32Builder::with_capacity(n),
-        Int32Builder::with_capacity(n),
+        Prim::<Int32Type>::with_capacity(n),
+        Prim::<Int32Type>::with_capacity(n),
     );
     let mut p_trunc = BooleanBuilder::with_capacity(n);
     let mut file = FileCols::with_capacity(n);
     let mut file_result = FileCols::with_capacity(n);
     // groundtruth
-    let mut g_cpu = UInt32Builder::with_capacity(n);
+    let mut g_cpu = Prim::<UInt32Type>::with_capacity(n);
     let (mut g_seq, mut g_cg) = (
-        UInt64Builder::with_capacity(n),
-        UInt64Builder::with_capacity(n),
+        Prim::<UInt64Type>::with_capacity(n),
+        Prim::<UInt64Type>::with_capacity(n),
     );
-    let (mut g_service, mut g_syscall) = (
-        StringBuilder::with_capacity(n, n * 8),
-        StringBuilder::with_capacity(n, n * 8),
-    );
-    let mut g_ret = Int64Builder::with_capacity(n);
-    let mut g_errno = Int32Builder::with_capacity(n);
-    let mut g_flags = UInt64Builder::with_capacity(n);
+    let (mut g_service, mut g_syscall) =
+        (Strs::with_capacity(n, n * 8), Strs::with_capacity(n, n * 8));
+    let mut g_ret = Prim::<Int64Type>::with_capacity(n);
+    let mut g_errno = Prim::<Int32Type>::with_capacity(n);
+    let mut g_flags = Prim::<UInt64Type>::with_capacity(n);
     let (mut g_mode, mut g_ouid, mut g_ogid) = (
-        UInt32Builder::with_capacity(n),
-        UInt32Builder::with_capacity(n),
-        UInt32Builder::with_capacity(n),
+        Prim::<UInt32Type>::with_capacity(n),
+        Prim::<UInt32Type>::with_capacity(n),
+        Prim::<UInt32Type>::with_capacity(n),
     );
-    let mut g_len = Int64Builder::with_capacity(n);
-    let mut g_fd = Int32Builder::with_capacity(n);
+    let mut g_len = Prim::<Int64Type>::with_capacity(n);
+    let mut g_fd = Prim::<Int32Type>::with_capacity(n);
     let (mut g_br, mut g_bw) = (
-        UInt64Builder::with_capacity(n),
-        UInt64Builder::with_capacity(n),
+        Prim::<UInt64Type>::with_capacity(n),
+        Prim::<UInt64Type>::with_capacity(n),
     );
     let mut g_impl = BooleanBuilder::with_capacity(n);
     let mut g_created = BooleanBuilder::with_capacity(n);
-    let mut g_conn = UInt64Builder::with_capacity(n);
-    let mut g_sock_path = StringBuilder::with_capacity(n, n);
-    let mut g_peer = Int32Builder::with_capacity(n);
+    let mut g_conn = Prim::<UInt64Type>::with_capacity(n);
+    let mut g_sock_path = Strs::with_capacity(n, n);
+    let mut g_peer = Prim::<Int32Type>::with_capacity(n);
     let mut net_valid = Vec::with_capacity(n);
     let (mut src_valid, mut dst_valid) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut src_ip, mut dst_ip) = (
-        StringBuilder::with_capacity(n, n),
-        StringBuilder::with_capacity(n, n),
-    );
+    let (mut src_ip, mut dst_ip) = (Strs::with_capacity(n, n), Strs::with_capacity(n, n));
     let (mut src_port, mut dst_port) = (
-        Int32Builder::with_capacity(n),
-        Int32Builder::with_capacity(n),
+        Prim::<Int32Type>::with_capacity(n),
+        Prim::<Int32Type>::with_capacity(n),
     );
-    let mut proto = StringBuilder::with_capacity(n, n);
-    let mut dir = Int32Builder::with_capacity(n);
+    let mut proto = Strs::with_capacity(n, n);
+    let mut dir = Prim::<Int32Type>::with_capacity(n);
     let mut traffic_valid = Vec::with_capacity(n);
     let (mut bytes_in, mut bytes_out) = (
-        Int64Builder::with_capacity(n),
-        Int64Builder::with_capacity(n),
+        Prim::<Int64Type>::with_capacity(n),
+        Prim::<Int64Type>::with_capacity(n),
     );
     let (mut packets_in, mut packets_out) = (
-        Int64Builder::with_capacity(n),
-        Int64Builder::with_capacity(n),
+        Prim::<Int64Type>::with_capacity(n),
+        Prim::<Int64Type>::with_capacity(n),
     );
     let (mut start_time, mut end_time) = (
         Vec::<Option<i64>>::with_capacity(n),
@@ -454,8 +570,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             end_time.push(e.end_time_ns);
         }
     }
-    let nulls = |f: Fields| new_null_array(&DataType::Struct(f), n);
-    let ts_nulls = || new_null_array(&ts(), n);
+    let nulls = |f: Fields| null_array(&DataType::Struct(f), n);
+    let ts_nulls = || null_array(&ts(), n);
 
     let actor_process = strukt(
         actor_process_fields(),
@@ -505,17 +621,17 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
             Arc::new(g_ret.finish()),
             Arc::new(g_errno.finish()),
             Arc::new(g_flags.finish()),
-            opt_col(has.mode_owner, &mut g_mode, n),
-            opt_col(has.mode_owner, &mut g_ouid, n),
-            opt_col(has.mode_owner, &mut g_ogid, n),
-            opt_col(has.length, &mut g_len, n),
+            opt_col(has.mode_owner, Arc::new(g_mode.finish()), n),
+            opt_col(has.mode_owner, Arc::new(g_ouid.finish()), n),
+            opt_col(has.mode_owner, Arc::new(g_ogid.finish()), n),
+            opt_col(has.length, Arc::new(g_len.finish()), n),
             Arc::new(g_fd.finish()),
             Arc::new(g_br.finish()),
             Arc::new(g_bw.finish()),
             Arc::new(g_impl.finish()),
-            opt_col(has.socket, &mut g_conn, n),
-            opt_col(has.socket, &mut g_sock_path, n),
-            opt_col(has.socket, &mut g_peer, n),
+            opt_col(has.socket, Arc::new(g_conn.finish()), n),
+            opt_col(has.socket, Arc::new(g_sock_path.finish()), n),
+            opt_col(has.socket, Arc::new(g_peer.finish()), n),
             Arc::new(g_created.finish()),
         ],
         None,
