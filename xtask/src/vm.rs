@@ -74,13 +74,14 @@ echo "GT-VM verify-exit $?"
 # The network workload, recorded on its own. Since 7.2 the kernel runs syscall
 # tracepoint programs preemptibly and skips a run that would nest in a preempted one
 # (the agent reports each skip; docs/kernels.md). An attempt that reports skips is
-# repeated with the workload under SCHED_FIFO (no preemption by its own processes),
-# up to 3 attempts in all. The preemption model is printed for the record.
+# repeated with the agent and the workload under SCHED_FIFO at one priority (neither
+# preempts the other, or itself, inside a program), up to 3 attempts in all. The
+# preemption model is printed for the record.
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 sched=""
 for n in 1 2 3; do
   echo "GT-VM preempt $(cat /sys/kernel/debug/sched/preempt 2>/dev/null) ${sched:-default}"
-  /bin/groundtruth-agent record --out /tmp/net$n --service vm -- \
+  ${sched:+/bin/gt-workload fifo exec} /bin/groundtruth-agent record --out /tmp/net$n --service vm -- \
     /bin/gt-workload $sched tcp:127.0.0.1:1000:2500 tcp:__1:300:700 udp:127.0.0.1:100:200:3 unix:@gtvm:11:22 \
     > /dev/null 2> /tmp/net$n.err
   rc=$?

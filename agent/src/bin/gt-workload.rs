@@ -54,6 +54,8 @@
 //!                       socket and exits with its descriptor number; this process then
 //!                       sends K datagrams of N bytes with sendto on it to ADDR:PORT
 //!   waitfor:PATH        wait (up to 60 s) until PATH exists
+//!   exec CMD [ARGS...]  replace this process with CMD (the arguments after `exec` are
+//!                       CMD's, not operations); `fifo exec CMD` runs CMD under SCHED_FIFO
 //!   sleep:MS
 use std::{
     ffi::CString,
@@ -648,9 +650,26 @@ fn run(op: &str) -> Result<(), String> {
     }
 }
 
+/// `exec CMD [ARGS...]`: replace this process with CMD, keeping what the operations
+/// before it set (`fifo`'s scheduling policy, inherited by CMD's children too).
+fn exec(cmd: &[String]) -> ! {
+    let Some(program) = cmd.first() else {
+        eprintln!("gt-workload: exec: expected a command after it");
+        std::process::exit(1);
+    };
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(program).args(&cmd[1..]).exec();
+    eprintln!("gt-workload: exec {program}: {e}");
+    std::process::exit(1);
+}
+
 fn main() {
-    for op in std::env::args().skip(1) {
-        if let Err(e) = run(&op) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for (i, op) in args.iter().enumerate() {
+        if op == "exec" {
+            exec(&args[i + 1..]);
+        }
+        if let Err(e) = run(op) {
             eprintln!("gt-workload: {e}");
             std::process::exit(1);
         }
