@@ -299,11 +299,11 @@ struct FileCols {
 }
 
 impl FileCols {
-    fn with_capacity(n: usize) -> Self {
+    fn with_capacity(n: usize, path_bytes: usize, requested_bytes: usize) -> Self {
         Self {
             valid: Vec::with_capacity(n),
-            path: Strs::with_capacity(n, n * 32),
-            requested: Strs::with_capacity(n, n * 16),
+            path: Strs::with_capacity(n, path_bytes),
+            requested: Strs::with_capacity(n, requested_bytes),
             inode: Prim::<UInt64Type>::with_capacity(n),
             dev: Prim::<UInt64Type>::with_capacity(n),
             truncated: BooleanBuilder::with_capacity(n),
@@ -347,12 +347,34 @@ struct Present {
     mode_owner: bool,
     length: bool,
     socket: bool,
+    /// Bytes of the longer string columns, so that their buffers are allocated once
+    /// (grown by doubling from a guess, they were copied a few times a batch).
+    bytes: StrBytes,
+}
+
+#[derive(Default)]
+struct StrBytes {
+    cmd: usize,
+    exe: usize,
+    file_path: usize,
+    file_requested: usize,
+}
+
+fn len_of(s: Option<&str>) -> usize {
+    s.map_or(0, str::len)
 }
 
 impl Present {
     fn of(events: &[Event]) -> Present {
         let mut p = Present::default();
         for e in events {
+            let b = &mut p.bytes;
+            b.cmd += len_of(e.actor.cmd_line.as_deref());
+            b.exe += len_of(e.actor.exe.as_deref());
+            if let Some(f) = &e.file {
+                b.file_path += len_of(f.path.as_deref());
+                b.file_requested += len_of(f.path_requested.as_deref());
+            }
             let g = &e.groundtruth;
             p.process |= e.process.is_some();
             p.file |= e.file.is_some();
@@ -403,6 +425,10 @@ fn opt_col(present: bool, a: ArrayRef, n: usize) -> ArrayRef {
 /// Events to a record batch of the trail schema.
 pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     let n = events.len();
+    // Groups and optional columns that no event of the batch has are written as one
+    // null array each instead of a null appended per row and column (most batches hold
+    // only file events, or only network events).
+    let has = Present::of(events);
     let mut time = Vec::with_capacity(n);
     let mut class_uid = Prim::<Int32Type>::with_capacity(n);
     let mut category = Prim::<Int32Type>::with_capacity(n);
@@ -421,8 +447,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
     );
     let (mut a_name, mut a_cmd, mut a_exe) = (
         Strs::with_capacity(n, n * 8),
-        Strs::with_capacity(n, n * 8),
-        Strs::with_capacity(n, n * 8),
+        Strs::with_capacity(n, has.bytes.cmd),
+        Strs::with_capacity(n, has.bytes.exe),
     );
     let mut a_ppid = Prim::<Int32Type>::with_capacity(n);
     // process
@@ -439,8 +465,8 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         Prim::<Int32Type>::with_capacity(n),
     );
     let mut p_trunc = BooleanBuilder::with_capacity(n);
-    let mut file = FileCols::with_capacity(n);
-    let mut file_result = FileCols::with_capacity(n);
+    let mut file = FileCols::with_capacity(n, has.bytes.file_path, has.bytes.file_requested);
+    let mut file_result = FileCols::with_capacity(n, n * 32, n * 16);
     // groundtruth
     let mut g_cpu = Prim::<UInt32Type>::with_capacity(n);
     let (mut g_seq, mut g_cg) = (
@@ -491,10 +517,6 @@ pub fn to_batch(events: &[Event]) -> Result<RecordBatch, TrailError> {
         Vec::<Option<i64>>::with_capacity(n),
     );
 
-    // Groups and optional columns that no event of the batch has are written as one
-    // null array each instead of a null appended per row and column (most batches hold
-    // only file events, or only network events).
-    let has = Present::of(events);
     for e in events {
         time.push(e.time_ns);
         class_uid.append_value(e.class_uid);
