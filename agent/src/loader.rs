@@ -143,6 +143,13 @@ pub fn recursion_misses(ebpf: &Ebpf, prog: &str) -> Option<u64> {
     prog_info(ebpf, prog).map(|i| i.recursion_misses)
 }
 
+/// Time the kernel spent running `prog` and its runs (`bpf_prog_info.run_time_ns`,
+/// `run_cnt`): counted only while BPF run-time statistics are enabled. A tail call's
+/// time is its caller's (`sys_exit`'s parts count as `sys_exit`).
+pub fn run_stats(ebpf: &Ebpf, prog: &str) -> Option<(u64, u64)> {
+    prog_info(ebpf, prog).map(|i| (i.run_time_ns, i.run_cnt))
+}
+
 /// Instructions the verifier processed to accept `prog` (`bpf_prog_info.verified_insns`,
 /// 5.16+; its limit is 1 million): how close a program is to being refused.
 pub fn verified_insns(ebpf: &Ebpf, prog: &str) -> Option<u32> {

@@ -112,6 +112,13 @@ enum Cmd {
         /// outside copy for `groundtruth verify --anchor FILE`.
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
+        /// Measure the kernel programs' own CPU time while recording (the kernel's BPF
+        /// run-time statistics, 5.8+; they add two clock reads to every program run)
+        /// and print it at the end: runs and time of each program, and per recorded
+        /// event. The programs run for every process's syscalls (an untracked one
+        /// costs a map lookup), so the time is the system's, not the command's alone.
+        #[arg(long)]
+        bpf_stats: bool,
         /// The command and its arguments (after `--`); optional when services are
         /// selected with --service NAME=SELECTOR.
         #[arg(last = true, value_name = "CMD")]
@@ -156,6 +163,7 @@ fn main() -> ExitCode {
             segment_seconds,
             sign_key,
             anchor,
+            bpf_stats,
             command,
             duration,
             flow_report_interval,
@@ -203,10 +211,14 @@ fn main() -> ExitCode {
                 },
                 sign_key,
                 anchor,
+                bpf_stats,
                 command,
             };
             match record::record(opts) {
                 Ok(summary) => {
+                    if let Some(l) = summary.program_time_line() {
+                        eprintln!("{l}");
+                    }
                     eprintln!("{}", summary.line());
                     ExitCode::from(summary.exit_code.clamp(0, 255) as u8)
                 }

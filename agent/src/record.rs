@@ -43,6 +43,8 @@ pub struct RecordOptions {
     pub sign_key: Option<PathBuf>,
     /// File the chain head is appended to at every seal.
     pub anchor: Option<PathBuf>,
+    /// Measure and print the kernel programs' CPU time (`--bpf-stats`).
+    pub bpf_stats: bool,
     pub command: Vec<OsString>,
 }
 
@@ -65,6 +67,8 @@ pub struct Summary {
     pub agent_cpu_ns: u64,
     /// Of that, loading and attaching the kernel programs (mostly the kernel's verifier).
     pub agent_load_cpu_ns: u64,
+    /// With `--bpf-stats`: (program, run time ns, runs) while recording.
+    pub program_time: Option<Vec<(&'static str, u64, u64)>>,
 }
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -179,6 +183,17 @@ fn class_name(class_uid: i32) -> &'static str {
     }
 }
 
+/// (program, run time ns, runs) of every attached program, as the kernel counts them.
+fn program_run_stats(ebpf: &aya::Ebpf) -> Vec<(&'static str, u64, u64)> {
+    loader::PROGRAMS_LOADED
+        .iter()
+        .map(|p| {
+            let (ns, runs) = loader::run_stats(ebpf, p).unwrap_or((0, 0));
+            (*p, ns, runs)
+        })
+        .collect()
+}
+
 /// CPU time (user + system) this process has used so far, ns.
 fn self_cpu_ns() -> u64 {
     // SAFETY: getrusage fills the struct.
@@ -238,6 +253,18 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     for a in &loaded.attached {
         eprintln!("groundtruth-agent: attached {a}");
     }
+    // Enabled for as long as the descriptor is open; the counts since loading (stats
+    // may already be on system-wide) are taken out at the end.
+    let program_stats = if opts.bpf_stats {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
+            anyhow::anyhow!(
+                "--bpf-stats: enabling the kernel's BPF run-time statistics: {e} (kernel 5.8 or later)"
+            )
+        })?;
+        Some((fd, program_run_stats(&loaded.ebpf)))
+    } else {
+        None
+    };
     let ebpf = &mut loaded.ebpf;
     let mut ring: RingBuf<MapData> = take(ebpf, "EVENTS")?;
     let mut tracked: BpfHashMap<MapData, u32, u32> = take(ebpf, "TRACKED")?;
@@ -458,6 +485,17 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         ..
     } = sink;
 
+    if let Some((fd, before)) = program_stats {
+        let after = program_run_stats(&loaded.ebpf);
+        drop(fd);
+        summary.program_time = Some(
+            after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| (a.0, a.1.saturating_sub(b.1), a.2.saturating_sub(b.2)))
+                .collect(),
+        );
+    }
     summary.lost = per_cpu(&stats, stat::LOST);
     // Written into the footer: per CPU, produced - delivered rows = lost.
     let produced = per_cpu(&seq, 0);
@@ -527,6 +565,24 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
 }
 
 impl Summary {
+    /// With `--bpf-stats`: the kernel programs' time while recording, as one line.
+    pub fn program_time_line(&self) -> Option<String> {
+        let p = self.program_time.as_ref()?;
+        let (ns, runs) = p.iter().fold((0u64, 0u64), |(t, n), x| (t + x.1, n + x.2));
+        let each: Vec<String> = p
+            .iter()
+            .filter(|x| x.2 > 0)
+            .map(|(name, t, n)| format!("{name} {n} runs {} us ({} ns a run)", t / 1000, t / n))
+            .collect();
+        Some(format!(
+            "groundtruth-agent: kernel programs while recording (--bpf-stats): total {} us in \
+             {runs} runs, {} ns per recorded event; {}",
+            ns / 1000,
+            ns / self.events.max(1),
+            each.join(", ")
+        ))
+    }
+
     pub fn line(&self) -> String {
         let classes: Vec<String> = ["process", "file", "network"]
             .iter()

@@ -256,6 +256,50 @@ fn exit_status_is_the_commands() {
 }
 
 #[test]
+fn bpf_stats_report_the_programs_time() {
+    if !privileged() {
+        return;
+    }
+    const LINE: &str = "groundtruth-agent: kernel programs while recording (--bpf-stats): ";
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let run = record(&d, &["--bpf-stats"], &[WORKLOAD, "loop:300"], &d);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    let stderr = run.stderr();
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(LINE))
+        .unwrap_or_else(|| panic!("no --bpf-stats line:\n{stderr}"));
+    // `NAME N runs T us (A ns a run)`: runs and time of one program.
+    let prog = |name: &str| -> (u64, u64) {
+        let at = line
+            .find(&format!(" {name} "))
+            .unwrap_or_else(|| panic!("{name} missing: {line}"));
+        let w: Vec<&str> = line[at..].split_whitespace().collect();
+        assert_eq!((w[2], w[4]), ("runs", "us"), "{line}");
+        (w[1].parse().unwrap(), w[3].parse().unwrap())
+    };
+    // Every iteration is five syscalls (open, write, close, rename, unlink) of a
+    // tracked process, and every syscall runs both programs.
+    for p in ["sys_enter", "sys_exit"] {
+        let (runs, us) = prog(p);
+        assert!(runs >= 1500, "{p}: {runs} runs for 1500 syscalls: {line}");
+        assert!(us > 0, "{p}: no time: {line}");
+    }
+    let total: u64 = line
+        .strip_prefix("total ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no total: {line}"));
+    assert!(total >= prog("sys_exit").1 + prog("sys_enter").1, "{line}");
+    // Not measured (nor printed) unless asked for.
+    let tmp2 = tempdir();
+    let run = record(tmp2.path(), &[], &[WORKLOAD, "loop:1"], tmp2.path());
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert!(!run.stderr().contains("--bpf-stats"), "{}", run.stderr());
+}
+
+#[test]
 fn refuses_a_non_empty_output_directory() {
     if !privileged() {
         return;
