@@ -187,6 +187,7 @@ fn network_bench(
     };
     let (conn_ratio, conn_ci) = paired(|s| s.0, true);
     let (bulk_ratio, bulk_ci) = paired(|s| s.1, false);
+    let (k_per_event, k_share) = kernel_share(bin, tmp, &format!("tcploop:{conns}"), "tcploop: ")?;
     let bytes = (mib << 20) as f64;
     let mut md = String::new();
     writeln!(md, "\n## Network workload: capture overhead\n")?;
@@ -235,7 +236,41 @@ fn network_bench(
         4 * (conns + 1) + 4
     )?;
     writeln!(md, "| lost events (all rounds) | {lost} | 0 |")?;
+    writeln!(
+        md,
+        "| kernel programs' CPU, one more traced `tcploop:{conns}` with `--bpf-stats` (all processes' syscalls) | {k_per_event:.0} ns per event, {:.1}% of the loop's time | |",
+        k_share * 100.0
+    )?;
     Ok(md)
+}
+
+/// The kernel programs' own CPU time during one more traced run of `op` (`record
+/// --bpf-stats`): (program ns per recorded event, program time over the workload's time
+/// as `prefix` reports it). The programs run for every process's syscalls, and the
+/// statistics add two clock reads a run: an upper bound of what tracing costs in the
+/// kernel.
+fn kernel_share(bin: &Path, tmp: &Path, op: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
+    let trail = tmp.join("trail-bpf-stats");
+    let out = output_ok(
+        Command::new(bin.join("groundtruth-agent"))
+            .args(["record", "--bpf-stats", "--out"])
+            .arg(&trail)
+            .arg("--")
+            .arg(bin.join("gt-workload"))
+            .arg(op)
+            .current_dir(tmp),
+    )?;
+    let _ = std::fs::remove_dir_all(&trail);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stats = stderr
+        .lines()
+        .find(|l| l.contains("(--bpf-stats)"))
+        .context("no --bpf-stats line from the agent")?;
+    let program_ns = field(stats, "total ").context("total in the --bpf-stats line")? as f64 * 1e3;
+    let summary = stderr.lines().last().unwrap_or_default();
+    let events = field(summary, "groundtruth-agent: ").context("events in summary")? as f64;
+    let workload_ns = timed(&String::from_utf8_lossy(&out.stdout), prefix)?;
+    Ok((program_ns / events.max(1.0), program_ns / workload_ns))
 }
 
 /// `groundtruth verify` over a 512 MiB sealed trail of incompressible rows, alternating
@@ -1133,6 +1168,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             .unwrap_or(0)
     };
 
+    let (k_per_event, k_share) = kernel_share(&ctx.bin, &ctx.tmp, &ctx.op, "loop: ")?;
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
@@ -1194,6 +1230,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     writeln!(
         md,
         "| bytes on disk per event | {bytes_per_event:.1} | <= 24 |"
+    )?;
+    writeln!(
+        md,
+        "| kernel programs' CPU, one more traced run with `--bpf-stats` (all processes' syscalls) | {k_per_event:.0} ns per event, {:.1}% of the workload's time | |",
+        k_share * 100.0
     )?;
     md.push_str(&network_md);
     let st = |shape: &str, k: &str| median(stages.get(&(shape, k)).cloned().unwrap_or_default());
