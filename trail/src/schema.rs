@@ -165,7 +165,7 @@ fn strukt(fields: Fields, arrays: Vec<ArrayRef>, valid: Option<Vec<bool>>) -> Ar
     Arc::new(StructArray::new(fields, arrays, nulls))
 }
 
-fn path_array(mut paths: Strs) -> ArrayRef {
+fn path_array(paths: Strs) -> ArrayRef {
     let fields = match path_struct() {
         DataType::Struct(f) => f,
         _ => unreachable!("path_struct is a struct"),
@@ -194,9 +194,8 @@ impl Valid {
         self.bits.push(valid);
     }
 
-    fn finish(&mut self) -> Option<NullBuffer> {
-        let bits = std::mem::take(&mut self.bits);
-        std::mem::take(&mut self.nulls).then(|| NullBuffer::from(bits))
+    fn finish(self) -> Option<NullBuffer> {
+        self.nulls.then(|| NullBuffer::from(self.bits))
     }
 }
 
@@ -237,10 +236,13 @@ impl Strs {
         }
     }
 
-    fn finish(&mut self) -> StringArray {
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
-        let bytes = std::mem::take(&mut self.bytes);
-        let nulls = self.valid.finish();
+    fn finish(self) -> StringArray {
+        let Strs {
+            offsets,
+            bytes,
+            valid,
+        } = self;
+        let nulls = valid.finish();
         // i32 offsets: the bytes only grow, so when their total fits, every offset
         // did. A batch's strings stay far below 2 GiB (a few thousand rows of strings
         // of at most a few KiB each); over it this panics, as Arrow's builder does.
@@ -284,8 +286,8 @@ impl<T: ArrowPrimitiveType> Prim<T> {
         self.valid.push(v.is_some());
     }
 
-    fn finish(&mut self) -> PrimitiveArray<T> {
-        PrimitiveArray::new(std::mem::take(&mut self.values).into(), self.valid.finish())
+    fn finish(self) -> PrimitiveArray<T> {
+        PrimitiveArray::new(self.values.into(), self.valid.finish())
     }
 }
 
