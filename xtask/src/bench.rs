@@ -133,15 +133,7 @@ fn network_bench(
                 )?
             } else {
                 let trail = tmp.join(format!("net-trail-{round}"));
-                let out = output_ok(
-                    Command::new(bin.join("groundtruth-agent"))
-                        .args(["record", "--out"])
-                        .arg(&trail)
-                        .arg("--")
-                        .arg(bin.join("gt-workload"))
-                        .args(&ops)
-                        .current_dir(tmp),
-                )?;
+                let out = agent_record(bin, tmp, &trail, &[], &ops)?;
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let line = stderr.lines().last().unwrap_or_default();
                 lost += field(line, "lost ").context("lost in summary")?;
@@ -244,6 +236,28 @@ fn network_bench(
     Ok(md)
 }
 
+/// `groundtruth-agent record [EXTRA] --out TRAIL -- gt-workload OPS` in `tmp`: its output
+/// (checked for success).
+fn agent_record(
+    bin: &Path,
+    tmp: &Path,
+    trail: &Path,
+    extra: &[&str],
+    ops: &[String],
+) -> anyhow::Result<std::process::Output> {
+    output_ok(
+        Command::new(bin.join("groundtruth-agent"))
+            .arg("record")
+            .args(extra)
+            .arg("--out")
+            .arg(trail)
+            .arg("--")
+            .arg(bin.join("gt-workload"))
+            .args(ops)
+            .current_dir(tmp),
+    )
+}
+
 /// The kernel programs' own CPU time during one more traced run of `op` (`record
 /// --bpf-stats`): (program ns per recorded event, program time over the workload's time
 /// as `prefix` reports it). The programs run for every process's syscalls, and the
@@ -251,15 +265,7 @@ fn network_bench(
 /// kernel.
 fn kernel_share(bin: &Path, tmp: &Path, op: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
     let trail = tmp.join("trail-bpf-stats");
-    let out = output_ok(
-        Command::new(bin.join("groundtruth-agent"))
-            .args(["record", "--bpf-stats", "--out"])
-            .arg(&trail)
-            .arg("--")
-            .arg(bin.join("gt-workload"))
-            .arg(op)
-            .current_dir(tmp),
-    )?;
+    let out = agent_record(bin, tmp, &trail, &["--bpf-stats"], &[op.to_string()])?;
     let _ = std::fs::remove_dir_all(&trail);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stats = stderr
@@ -896,15 +902,7 @@ impl Ctx {
     /// `groundtruth-agent record --out TRAIL -- gt-workload OP`: its output and the
     /// agent's summary line.
     fn record(&self, trail: &Path, op: &str) -> anyhow::Result<(std::process::Output, String)> {
-        let out = output_ok(
-            Command::new(self.bin.join("groundtruth-agent"))
-                .args(["record", "--out"])
-                .arg(trail)
-                .arg("--")
-                .arg(self.workload())
-                .arg(op)
-                .current_dir(&self.tmp),
-        )?;
+        let out = agent_record(&self.bin, &self.tmp, trail, &[], &[op.to_string()])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         let line = stderr.lines().last().unwrap_or_default().to_string();
         Ok((out, line))
