@@ -18,14 +18,61 @@ use serde::{
 };
 use std::fmt;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value<'a> {
     Null,
     Bool(bool),
-    Number(serde_json::Number),
+    Number(Number<'a>),
     String(&'a str),
     Array(&'a [Value<'a>]),
     Object(Object<'a>),
+}
+
+/// A JSON number as written (checked: serde_json reads it). Converted when asked: most
+/// records' numbers are never looked at, and the text keeps [`Value`] `Copy`.
+#[derive(Clone, Copy, Debug)]
+pub struct Number<'a>(&'a str);
+
+impl Number<'_> {
+    /// The number as serde_json reads it (integers that fit u64/i64 stay integers).
+    pub fn get(&self) -> serde_json::Number {
+        let t = self.0;
+        // Plain integers (pids, ports, epoch times) directly; the rest as serde_json
+        // reads numbers (serde_json reads "-0" as the float -0.0).
+        if t.bytes().skip(1).all(|b| b.is_ascii_digit()) {
+            match t.strip_prefix('-') {
+                None => {
+                    if let Ok(n) = t.parse::<u64>() {
+                        return n.into();
+                    }
+                }
+                Some(_) => {
+                    if let Ok(n @ (..=-1)) = t.parse::<i64>() {
+                        return n.into();
+                    }
+                }
+            }
+        }
+        // Checked when parsed; the fallback is never taken.
+        t.parse().unwrap_or_else(|_| 0.into())
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        self.get().as_u64()
+    }
+}
+
+impl PartialEq for Number<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// As serde_json writes the number.
+impl fmt::Display for Number<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 /// A JSON object's members in the order written.
@@ -124,7 +171,17 @@ impl<'a> Parser<'a> {
         self.b.get(self.i).copied()
     }
 
+    /// Skip white space (one compare when there is none, as between most tokens).
+    #[inline(always)]
     fn ws(&mut self) {
+        if self.peek().is_some_and(|b| b > b' ') {
+            return;
+        }
+        self.ws_slow();
+    }
+
+    #[inline(never)]
+    fn ws_slow(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.i += 1;
         }
@@ -199,29 +256,16 @@ impl<'a> Parser<'a> {
             return Err(self.err("invalid number"));
         }
         let t = &self.text[start..self.i];
-        // Plain integers (pids, ports, epoch times) directly; the rest as serde_json
-        // reads numbers.
-        // (serde_json reads "-0" as the float -0.0.)
-        if t.bytes().skip(1).all(|b| b.is_ascii_digit()) {
-            match t.strip_prefix('-') {
-                None => {
-                    if let Ok(n) = t.parse::<u64>() {
-                        return Ok(Value::Number(n.into()));
-                    }
-                }
-                Some(_) => {
-                    if let Ok(n @ (..=-1)) = t.parse::<i64>() {
-                        return Ok(Value::Number(n.into()));
-                    }
-                }
-            }
-        }
-        t.parse::<serde_json::Number>()
-            .map(Value::Number)
-            .map_err(|_| Error {
+        // Integers of up to 19 digits are in range whatever their sign; other numbers
+        // are checked as serde_json reads them (it refuses what overflows an f64).
+        let digits = t.len() - usize::from(t.starts_with('-'));
+        if digits > 19 || t.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            t.parse::<serde_json::Number>().map_err(|_| Error {
                 what: "number out of range",
                 column: start + 1,
-            })
+            })?;
+        }
+        Ok(Value::Number(Number(t)))
     }
 
     /// A string at `"`: borrowed from the text without escapes, else decoded into the
@@ -232,7 +276,7 @@ impl<'a> Parser<'a> {
         let start = self.i;
         self.skip_plain();
         if self.peek() == Some(b'"') {
-            let s = &self.text[start..self.i];
+            let s = self.between(start);
             self.i += 1;
             return Ok(s);
         }
@@ -307,6 +351,17 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+    }
+
+    /// The text from `start` (just after a `"`) to the current position (at a `"`):
+    /// both are next to an ASCII byte, so on character boundaries of the UTF-8 text.
+    #[inline(always)]
+    fn between(&self, start: usize) -> &'a str {
+        debug_assert!(self.b[start - 1] == b'"' && self.b[self.i] == b'"');
+        // SAFETY: `start` follows and `self.i` is at an ASCII quote of `self.text`
+        // (checked by the callers, and above in debug builds), so both are within
+        // the text and on character boundaries.
+        unsafe { self.text.get_unchecked(start..self.i) }
     }
 
     /// Skip string bytes that need no attention (not `"`, `\\` or a control
@@ -421,7 +476,7 @@ impl<'a> Parser<'a> {
                 Some(_) => return Err(self.err("expected `,` or `}`")),
             }
         }
-        let members = self.arena.alloc_slice_clone(&self.members[start..]);
+        let members = self.arena.alloc_slice_copy(&self.members[start..]);
         self.members.truncate(start);
         Ok(Value::Object(Object(members)))
     }
@@ -455,7 +510,7 @@ impl Serialize for Value<'_> {
         match self {
             Value::Null => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
-            Value::Number(n) => n.serialize(s),
+            Value::Number(n) => n.get().serialize(s),
             Value::String(v) => s.serialize_str(v),
             Value::Array(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
