@@ -543,7 +543,7 @@ impl Expectations {
 
     /// The first rule that requires this action, if any. `peer_service` is the other
     /// end's service when it was recorded; `has_log` says whether a service has an audit
-    /// log (rules for "*" cover only those).
+    /// log (rules for "*" cover only those; it is asked only of the action's service).
     pub fn required(
         &self,
         a: &Action,

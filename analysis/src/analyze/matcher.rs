@@ -483,7 +483,8 @@ pub struct Matcher<'x> {
     /// Each service's counts while matching (items hold their service's index; the
     /// report's ordered map compared names at every level, for every item), merged
     /// into `out` by `finish`. `service_index` and `recent` find a name's index.
-    services: Vec<(Arc<str>, ServiceOutcome)>,
+    /// (name, counts, whether it has an audit log)
+    services: Vec<(Arc<str>, ServiceOutcome, bool)>,
     service_index: HashMap<Arc<str>, usize>,
     /// The service names last looked up, by identity: items share a few `Arc`s, so a
     /// lookup is mostly a pointer comparison, not a hash of the name (the `Arc`s held
@@ -719,7 +720,7 @@ impl<'x> Matcher<'x> {
             self.drop_front();
         }
         self.sweep();
-        for (name, s) in self.services.drain(..) {
+        for (name, s, _) in self.services.drain(..) {
             *service_mut(&mut self.out.services, &name) = s;
         }
     }
@@ -744,7 +745,8 @@ impl<'x> Matcher<'x> {
                     Some(&i) => i,
                     None => {
                         let initial = self.out.services.remove(&**name).unwrap_or_default();
-                        self.services.push((name.clone(), initial));
+                        let has_log = self.has_log.contains(name);
+                        self.services.push((name.clone(), initial, has_log));
                         self.service_index
                             .insert(name.clone(), self.services.len() - 1);
                         self.services.len() - 1
@@ -1004,9 +1006,12 @@ impl<'x> Matcher<'x> {
         // Accounting and findings.
         match self.get(id) {
             Some(Item::Action(a)) => {
-                let rule = self.expect.required(&a.a, a.peer_service.as_deref(), |s| {
-                    self.has_log.contains(s)
-                });
+                // (Asked of the action's own service only: its flag, not a hash of its
+                // name per rule.)
+                let has_log = self.services[a.svc as usize].2;
+                let rule = self
+                    .expect
+                    .required(&a.a, a.peer_service.as_deref(), |_| has_log);
                 let Some(rule) = rule else { return };
                 let matched = a.state == State::Matched;
                 let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
