@@ -19,7 +19,7 @@ use super::{
     rows::{Names, Row},
     Action, Class, Conn,
 };
-use hashbrown::{hash_table::Entry, Equivalent, HashMap, HashTable};
+use hashbrown::{hash_table::Entry, Equivalent, HashTable};
 use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
@@ -96,7 +96,8 @@ impl Equivalent<Key> for KeyRef<'_> {
 
 #[derive(Default)]
 pub struct Folder {
-    groups: HashMap<Key, Group, FxBuildHasher>,
+    /// Open files by (pid, path), found by [`Folder::key_hash`] (computed once a row).
+    groups: HashTable<(Key, Group)>,
     /// Closed files held for HOLD_NS, and the order they were closed in.
     /// (key, group, hold number); found by the key's hash.
     closed: HashTable<(Key, Group, u64)>,
@@ -179,8 +180,9 @@ impl Folder {
         FxBuildHasher.hash_one(KeyRef(pid, path))
     }
 
-    fn hold(&mut self, key: Key, g: Group) {
-        let hash = Self::key_hash(key.0, &key.1);
+    /// Hold a closed file; `hash` is its key's [`Folder::key_hash`].
+    fn hold(&mut self, hash: u64, key: Key, g: Group) {
+        debug_assert_eq!(hash, Self::key_hash(key.0, &key.1));
         self.holds += 1;
         self.closed_order.push_back((g.end, hash, self.holds));
         match self
@@ -194,9 +196,8 @@ impl Folder {
         }
     }
 
-    /// Take the held file of `pid` at `path`, if any.
-    fn unhold(&mut self, pid: u32, path: &str) -> Option<(Key, Group)> {
-        let hash = Self::key_hash(pid, path);
+    /// Take the held file of `pid` at `path` (whose key hashes to `hash`), if any.
+    fn unhold(&mut self, hash: u64, pid: u32, path: &str) -> Option<(Key, Group)> {
         let e = self
             .closed
             .find_entry(hash, |c| KeyRef(pid, path).equivalent(&c.0))
@@ -251,23 +252,25 @@ impl Folder {
                     return;
                 };
                 let flags = e.flags.unwrap_or(0);
-                let key = KeyRef(e.pid, p);
-                if !self.groups.contains_key(&key) {
-                    match self.unhold(e.pid, p) {
-                        // A descriptor dup'ed from the closed one: the same open.
-                        Some((k, held)) if e.activity == "Acquire" => {
-                            self.groups.insert(k, held);
-                        }
-                        held => {
-                            if let Some((k, held)) = held {
-                                self.close_group(k.0, k.1, held);
+                let h = Self::key_hash(e.pid, p);
+                let same = |c: &(Key, Group)| KeyRef(e.pid, p).equivalent(&c.0);
+                let rehash = |c: &(Key, Group)| Self::key_hash(c.0 .0, &c.0 .1);
+                let g = match self.groups.find_entry(h, same) {
+                    Ok(o) => &mut o.into_mut().1,
+                    Err(_) => {
+                        let (k, g) = match self.unhold(h, e.pid, p) {
+                            // A descriptor dup'ed from the closed one: the same open.
+                            Some((k, held)) if e.activity == "Acquire" => (k, held),
+                            held => {
+                                if let Some((k, held)) = held {
+                                    self.close_group(k.0, k.1, held);
+                                }
+                                ((e.pid, p.to_string()), self.group(e, 0, 0, 0))
                             }
-                            let g = self.group(e, 0, 0, 0);
-                            self.groups.insert((e.pid, p.to_string()), g);
-                        }
+                        };
+                        &mut self.groups.insert_unique(h, (k, g), rehash).into_mut().1
                     }
-                }
-                let g = self.groups.get_mut(&key).expect("inserted above");
+                };
                 g.open += 1;
                 g.created |= e.created;
                 g.truncated |=
@@ -278,22 +281,24 @@ impl Folder {
                     return;
                 };
                 let (r, w) = (e.bytes_read.unwrap_or(0), e.bytes_written.unwrap_or(0));
-                let key = KeyRef(e.pid, p);
-                if let Some(g) = self.groups.get_mut(&key) {
+                let h = Self::key_hash(e.pid, p);
+                let same = |c: &(Key, Group)| KeyRef(e.pid, p).equivalent(&c.0);
+                if let Ok(mut o) = self.groups.find_entry(h, same) {
+                    let g = &mut o.get_mut().1;
                     g.open = g.open.saturating_sub(1);
                     g.read += r;
                     g.written += w;
                     g.end = e.time_ns;
                     if g.open == 0 {
-                        let (k, g) = self.groups.remove_entry(&key).unwrap();
-                        self.hold(k, g);
+                        let ((k, g), _) = o.remove();
+                        self.hold(h, k, g);
                     }
-                } else if let Some((k, mut g)) = self.unhold(e.pid, p) {
+                } else if let Some((k, mut g)) = self.unhold(h, e.pid, p) {
                     // Another descriptor of a held file, never read or written through.
                     g.read += r;
                     g.written += w;
                     g.end = e.time_ns;
-                    self.hold(k, g);
+                    self.hold(h, k, g);
                 } else {
                     // Opened before the recording started.
                     let g = self.group(e, 0, r, w);
