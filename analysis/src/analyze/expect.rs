@@ -90,15 +90,26 @@ struct Verdict {
     rules: u64,
 }
 
-/// The verdicts of recent paths, by a hash of the path (one slot each, the newest
-/// wins). A file's actions (its create, rename, delete) are decided close together,
-/// and testing a path against every glob was a tenth of `analyze`.
+/// What the globs say of the directories of recent paths, by a hash of the directory
+/// (one slot each, the newest wins). Most globs (`/usr/**`, `**/gconv/**`) are decided
+/// by a path's directory alone ([`Globs::dir_match`]): a directory's many files are
+/// tested against them once, and each file only against the globs that look at its
+/// name (testing every path against every glob was a tenth of `analyze`).
 struct Verdicts {
     slots: RefCell<Vec<Slot>>,
 }
 
-/// A path and its verdict.
-type Slot = Option<(Box<str>, Verdict)>;
+/// What the directory-decided globs say of a directory: `never`, and which rules'
+/// `paths` and `exclude` match it (bit `i`: rule `i`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DirVerdict {
+    never: bool,
+    paths: u64,
+    exclude: u64,
+}
+
+/// A directory and its verdict.
+type Slot = Option<(Box<str>, DirVerdict)>;
 
 const VERDICT_SLOTS: usize = 1024;
 
@@ -176,7 +187,7 @@ pub struct Globs {
     /// `LIT/` and `/LIT/` of each `**/LIT/**`.
     inner: Vec<(Lit, Finder<'static>)>,
     /// `LIT` of each `**/*LIT*`.
-    in_name: Vec<Finder<'static>>,
+    in_name: Vec<Box<[u8]>>,
     exact: Vec<String>,
     /// The other globs, if any.
     set: Option<GlobSet>,
@@ -303,7 +314,7 @@ impl Globs {
                     Lit::new(&format!("{s}/")),
                     Finder::new(&format!("/{s}/")).into_owned(),
                 )),
-                Some(Simple::InName(s)) => g.in_name.push(Finder::new(&s).into_owned()),
+                Some(Simple::InName(s)) => g.in_name.push(s.into_bytes().into()),
                 Some(Simple::Exact(s)) => g.exact.push(s),
                 None => {
                     b.add(compiled);
@@ -322,22 +333,50 @@ impl Globs {
     }
 
     pub fn is_match(&self, path: &str) -> bool {
-        let b = path.as_bytes();
+        self.dir_match(dir_of(path)) || self.name_match(path)
+    }
+
+    /// The globs decided by a path's directory ([`dir_of`]) alone: `LIT/**` and
+    /// `**/LIT/**` (their literals end with `/`, so they can only match within the
+    /// directory).
+    fn dir_match(&self, dir: &str) -> bool {
+        let b = dir.as_bytes();
         self.prefixes.iter().any(|p| p.starts(b))
-            || self.suffixes.iter().any(|s| s.ends(b))
             || self
                 .inner
                 .iter()
                 .any(|(head, mid)| head.starts(b) || mid.find(b).is_some())
+    }
+
+    /// The other globs, which look at the file's name or the whole path.
+    fn name_match(&self, path: &str) -> bool {
+        let b = path.as_bytes();
+        self.suffixes.iter().any(|s| s.ends(b))
             || (!self.in_name.is_empty() && {
-                let name = path.rsplit('/').next().unwrap_or(path).as_bytes();
-                self.in_name.iter().any(|s| s.find(name).is_some())
+                let name = &b[dir_of(path).len()..];
+                self.in_name.iter().any(|s| contains(name, s))
             })
             || self.exact.iter().any(|e| path == e)
             || self.set.as_ref().is_some_and(|set| {
                 self.literals.as_ref().is_none_or(|l| l.is_match(path)) && set.is_match(path)
             })
     }
+}
+
+/// A path's directory: through its last `/` (empty when it has none). (Byte loops
+/// here and below: names are short, and memchr's set-up cost more than the search.)
+fn dir_of(path: &str) -> &str {
+    match path.as_bytes().iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..=i],
+        None => "",
+    }
+}
+
+/// Whether a (short) file name contains `lit` (not empty): tried at each byte equal
+/// to its first.
+fn contains(name: &[u8], lit: &[u8]) -> bool {
+    name.len() >= lit.len()
+        && (0..=name.len() - lit.len()).any(|i| name[i] == lit[0] && name[i..].starts_with(lit))
 }
 
 /// Text every path that matches glob `p` contains: its longest run of literal
@@ -516,6 +555,9 @@ impl Expectations {
         self.never.is_match(path)
     }
 
+    /// What the globs say of a path, without the directories' cache (the reference the
+    /// cached [`Expectations::verdict`] is tested against).
+    #[cfg(test)]
     fn verdict_of(&self, path: &str) -> Verdict {
         let rules = self.rules.iter().enumerate().fold(0u64, |m, (i, r)| {
             let admits = r.paths.as_ref().is_none_or(|g| g.is_match(path))
@@ -528,17 +570,48 @@ impl Expectations {
         }
     }
 
-    /// [`Expectations::verdict_of`], from the recent verdicts when the path is there.
-    fn verdict(&self, path: &str) -> Verdict {
-        let slot = rustc_hash::FxBuildHasher.hash_one(path) as usize % VERDICT_SLOTS;
-        if let Some((p, v)) = &self.verdicts.slots.borrow()[slot] {
-            if **p == *path {
-                return *v;
-            }
+    /// What the directory-decided globs say of `dir` (see [`Verdicts`]).
+    fn dir_verdict_of(&self, dir: &str) -> DirVerdict {
+        let mut v = DirVerdict {
+            never: self.never.dir_match(dir),
+            paths: 0,
+            exclude: 0,
+        };
+        for (i, r) in self.rules.iter().enumerate() {
+            v.paths |= u64::from(r.paths.as_ref().is_some_and(|g| g.dir_match(dir))) << i;
+            v.exclude |= u64::from(r.exclude.as_ref().is_some_and(|g| g.dir_match(dir))) << i;
         }
-        let v = self.verdict_of(path);
-        self.verdicts.slots.borrow_mut()[slot] = Some((path.into(), v));
         v
+    }
+
+    /// [`Expectations::verdict_of`], with its directory's part from the recent
+    /// directories when the directory is there.
+    fn verdict(&self, path: &str) -> Verdict {
+        let dir = dir_of(path);
+        let slot = rustc_hash::FxBuildHasher.hash_one(dir) as usize % VERDICT_SLOTS;
+        let cached = match &self.verdicts.slots.borrow()[slot] {
+            Some((d, v)) if **d == *dir => Some(*v),
+            _ => None,
+        };
+        let d = cached.unwrap_or_else(|| {
+            let v = self.dir_verdict_of(dir);
+            self.verdicts.slots.borrow_mut()[slot] = Some((dir.into(), v));
+            v
+        });
+        let rules = self.rules.iter().enumerate().fold(0u64, |m, (i, r)| {
+            let admits = r
+                .paths
+                .as_ref()
+                .is_none_or(|g| d.paths >> i & 1 == 1 || g.name_match(path))
+                && r.exclude
+                    .as_ref()
+                    .is_none_or(|g| !(d.exclude >> i & 1 == 1 || g.name_match(path)));
+            m | (u64::from(admits) << i)
+        });
+        Verdict {
+            never: d.never || self.never.name_match(path),
+            rules,
+        }
     }
 
     /// The first rule that requires this action, if any. `peer_service` is the other
@@ -924,11 +997,12 @@ paths = ["/srv/cache/**"]
         let mut hits = 0;
         for (i, p) in paths.iter().enumerate() {
             for q in [p, &paths[i / 2]] {
-                let slot = rustc_hash::FxBuildHasher.hash_one(q.as_str()) as usize % VERDICT_SLOTS;
+                let dir = dir_of(q);
+                let slot = rustc_hash::FxBuildHasher.hash_one(dir) as usize % VERDICT_SLOTS;
                 hits += usize::from(
                     x.verdicts.slots.borrow()[slot]
                         .as_ref()
-                        .is_some_and(|(k, _)| **k == **q),
+                        .is_some_and(|(k, _)| **k == *dir),
                 );
                 assert_eq!(x.verdict(q), x.verdict_of(q), "{q}");
             }
