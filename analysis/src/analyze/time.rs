@@ -136,17 +136,22 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// `YYYY-MM-DD(T| )HH:MM:SS[.fraction](Z|±HH:MM)`, to nanoseconds UTC.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
+/// `YYYY-MM-DD(T| )HH:MM` (checked) as seconds since the epoch, the last one asked
+/// remembered: a log's consecutive times mostly share their minute, and the calendar
+/// arithmetic was most of parsing a time.
+fn minute_of(b: &[u8; 16]) -> Option<i64> {
+    thread_local! {
+        static LAST: std::cell::Cell<([u8; 16], i64)> = const { std::cell::Cell::new(([0; 16], 0)) };
+    }
+    let (last, secs) = LAST.get();
+    if last == *b {
+        return Some(secs);
     }
     if !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
-    let (h, mi, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let (h, mi) = (num(&b[11..13])?, num(&b[14..16])?);
     let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
     let mdays = [
         31,
@@ -165,6 +170,19 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || d < 1 || d > mdays[mo as usize - 1] || h > 23 || mi > 59 {
         return None;
     }
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60;
+    LAST.set((*b, secs));
+    Some(secs)
+}
+
+/// `YYYY-MM-DD(T| )HH:MM:SS[.fraction](Z|±HH:MM)`, to nanoseconds UTC.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let minute = minute_of(b[..16].try_into().expect("16 bytes"))?;
+    let sec = num(&b[17..19])?;
     // 60 is a leap second; it is read as the next second's start.
     if sec > 60 {
         return None;
@@ -205,7 +223,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = minute + sec - offset;
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
@@ -237,6 +255,46 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The remembered minute never leaks into another time: any order of times that
+    /// share, almost share or spoil each other's minute gives the same answers, and
+    /// those are the calendar's.
+    #[test]
+    fn times_do_not_depend_on_the_time_before() {
+        let times = [
+            "2027-01-15T08:00:59.5Z",
+            "2027-01-15T08:01:00Z",
+            "2027-01-15 08:00:01+01:00",
+            "2027-01-15t08:00:01Z",
+            "2027-01-15X08:00:01Z",
+            "2027-02-29T08:00:01Z",
+            "2028-02-29T08:00:01Z",
+            "2027-01-15T24:00:01Z",
+            "2027-01-15T08:60:01Z",
+            "2027-01-16T08:00:01Z",
+            "1969-12-31T23:59:60Z",
+        ];
+        let forward: Vec<_> = times.iter().map(|t| parse_rfc3339(t)).collect();
+        for order in [
+            (0..times.len()).rev().collect::<Vec<_>>(),
+            (0..times.len()).map(|i| i * 7 % times.len()).collect(),
+        ] {
+            for i in order {
+                assert_eq!(parse_rfc3339(times[i]), forward[i], "{}", times[i]);
+            }
+        }
+        let s = |t: &str| parse_rfc3339(t).map(|n| n.div_euclid(1_000_000_000));
+        assert_eq!(s(times[0]), Some(1_800_000_059));
+        assert_eq!(s(times[1]), Some(1_800_000_060));
+        assert_eq!(s(times[2]), Some(1_800_000_001 - 3600));
+        assert_eq!(s(times[3]), Some(1_800_000_001));
+        assert_eq!(s(times[9]), Some(1_800_000_001 + 86_400));
+        assert_eq!(s(times[10]), Some(0));
+        for bad in [4, 5, 7, 8] {
+            assert_eq!(forward[bad], None, "{}", times[bad]);
+        }
+        assert!(forward[6].is_some());
+    }
 
     const T: i64 = 1_700_000_000_123_456_789; // 2023-11-14T22:13:20.123456789Z
 
