@@ -483,14 +483,43 @@ pub struct Matcher<'x> {
     /// Each service's counts while matching (items hold their service's index; the
     /// report's ordered map compared names at every level, for every item), merged
     /// into `out` by `finish`. `service_index` and `recent` find a name's index.
-    /// (name, counts, whether it has an audit log)
-    services: Vec<(Arc<str>, ServiceOutcome, bool)>,
+    /// (name, counts, whether it has an audit log, coverage while matching)
+    services: Vec<(Arc<str>, ServiceOutcome, bool, Tally)>,
     service_index: HashMap<Arc<str>, usize>,
     /// The service names last looked up, by identity: items share a few `Arc`s, so a
     /// lookup is mostly a pointer comparison, not a hash of the name (the `Arc`s held
     /// here keep their addresses from being reused).
     recent: Vec<(Arc<str>, usize)>,
     pub out: Outcome,
+}
+
+/// A service's coverage while matching, by class and by rule index (counted in
+/// arrays: the report's maps cost a tree search per required action), merged into its
+/// [`ServiceOutcome`] by `finish`.
+#[derive(Default)]
+struct Tally {
+    classes: [Coverage; Class::ALL.len()],
+    rules: Vec<Coverage>,
+}
+
+impl Tally {
+    /// Add the classes and rules that required something to `s`.
+    fn into(self, s: &mut ServiceOutcome) {
+        for (class, c) in Class::ALL.into_iter().zip(self.classes) {
+            if c.required > 0 {
+                let e = s.coverage.entry(class).or_default();
+                e.required += c.required;
+                e.audited += c.audited;
+            }
+        }
+        for (rule, c) in self.rules.into_iter().enumerate() {
+            if c.required > 0 {
+                let e = s.rules.entry(rule).or_default();
+                e.required += c.required;
+                e.audited += c.audited;
+            }
+        }
+    }
 }
 
 /// How many service names `Matcher::recent` holds.
@@ -720,7 +749,8 @@ impl<'x> Matcher<'x> {
             self.drop_front();
         }
         self.sweep();
-        for (name, s, _) in self.services.drain(..) {
+        for (name, mut s, _, tally) in self.services.drain(..) {
+            tally.into(&mut s);
             *service_mut(&mut self.out.services, &name) = s;
         }
     }
@@ -746,7 +776,8 @@ impl<'x> Matcher<'x> {
                     None => {
                         let initial = self.out.services.remove(&**name).unwrap_or_default();
                         let has_log = self.has_log.contains(name);
-                        self.services.push((name.clone(), initial, has_log));
+                        let tally = Tally::default();
+                        self.services.push((name.clone(), initial, has_log, tally));
                         self.service_index
                             .insert(name.clone(), self.services.len() - 1);
                         self.services.len() - 1
@@ -1016,11 +1047,11 @@ impl<'x> Matcher<'x> {
                 let matched = a.state == State::Matched;
                 let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
                 let (svc, class) = (a.svc, a.a.class);
-                let s = &mut self.services[svc as usize].1;
-                for c in [
-                    s.coverage.entry(class).or_default(),
-                    s.rules.entry(rule).or_default(),
-                ] {
+                let t = &mut self.services[svc as usize].3;
+                if t.rules.len() <= rule {
+                    t.rules.resize(rule + 1, Coverage::default());
+                }
+                for c in [&mut t.classes[class as usize], &mut t.rules[rule]] {
                     c.required += 1;
                     c.audited += u64::from(matched);
                 }

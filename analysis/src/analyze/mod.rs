@@ -578,8 +578,10 @@ mod tests {
 
     #[test]
     fn class_names_round_trip_and_write_accepts_create() {
-        for c in Class::ALL {
+        for (i, c) in Class::ALL.into_iter().enumerate() {
             assert_eq!(Class::parse(c.name()), Some(c));
+            // The matcher counts coverage in arrays indexed by `class as usize`.
+            assert_eq!(c as usize, i, "{c}");
         }
         assert!(Class::FileWrite.satisfied_by(Class::FileCreate));
         assert!(!Class::FileCreate.satisfied_by(Class::FileWrite));
