@@ -224,6 +224,21 @@ fn normalize_components(p: &str) -> String {
     }
 }
 
+/// `a == b`, a word at a time (the last word overlapping the one before), without a
+/// memcmp call: the names it compares (services, commands, executables) are short.
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let w = |x: &[u8], at: usize| u64::from_le_bytes(x[at..at + 8].try_into().expect("8"));
+    (0..n - 8).step_by(8).all(|i| w(a, i) == w(b, i)) && w(a, n - 8) == w(b, n - 8)
+}
+
 /// Shorten a line for an error message or a finding's evidence.
 pub fn excerpt(line: &str) -> String {
     const MAX: usize = 160;
@@ -656,5 +671,26 @@ mod tests {
         let s = "é".repeat(200);
         let e = excerpt(&s);
         assert!(e.ends_with('…') && e.len() < 170);
+    }
+
+    /// The word-at-a-time name comparison is `==`: names of every length up to 40,
+    /// differing in one byte at each position, or in length.
+    #[test]
+    fn names_compare_as_strings_do() {
+        let mut names = Vec::new();
+        for len in 0..=40 {
+            let base: String = (0..len).map(|i| (b'0' + i as u8) as char).collect();
+            names.push(base.clone());
+            for at in 0..len {
+                let mut b = base.clone().into_bytes();
+                b[at] = b'Z';
+                names.push(String::from_utf8(b).unwrap());
+            }
+        }
+        for a in &names {
+            for b in &names {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 }

@@ -256,8 +256,10 @@ impl Names {
     const KEEP: usize = 32;
 
     pub fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(i) = self.recent.iter().position(|r| &**r == s) {
-            return self.recent[i].clone();
+        // Newest first: a row's service, command and executable are mostly the last
+        // row's. Short names are compared a word at a time (no memcmp call).
+        if let Some(r) = self.recent.iter().rev().find(|r| super::same(r, s)) {
+            return r.clone();
         }
         let a: Arc<str> = Arc::from(s);
         if self.recent.len() == Self::KEEP {
