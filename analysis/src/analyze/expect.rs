@@ -333,7 +333,8 @@ impl Globs {
     }
 
     pub fn is_match(&self, path: &str) -> bool {
-        self.dir_match(dir_of(path)) || self.name_match(path)
+        let dir = dir_of(path);
+        self.dir_match(dir) || self.name_match(path, dir.len())
     }
 
     /// The globs decided by a path's directory ([`dir_of`]) alone: `LIT/**` and
@@ -348,12 +349,13 @@ impl Globs {
                 .any(|(head, mid)| head.starts(b) || mid.find(b).is_some())
     }
 
-    /// The other globs, which look at the file's name or the whole path.
-    fn name_match(&self, path: &str) -> bool {
+    /// The other globs, which look at the file's name (after the directory's
+    /// `dir_len` bytes) or the whole path.
+    fn name_match(&self, path: &str, dir_len: usize) -> bool {
         let b = path.as_bytes();
         self.suffixes.iter().any(|s| s.ends(b))
             || (!self.in_name.is_empty() && {
-                let name = &b[dir_of(path).len()..];
+                let name = &b[dir_len..];
                 self.in_name.iter().any(|s| contains(name, s))
             })
             || self.exact.iter().any(|e| path == e)
@@ -602,14 +604,14 @@ impl Expectations {
             let admits = r
                 .paths
                 .as_ref()
-                .is_none_or(|g| d.paths >> i & 1 == 1 || g.name_match(path))
+                .is_none_or(|g| d.paths >> i & 1 == 1 || g.name_match(path, dir.len()))
                 && r.exclude
                     .as_ref()
-                    .is_none_or(|g| !(d.exclude >> i & 1 == 1 || g.name_match(path)));
+                    .is_none_or(|g| !(d.exclude >> i & 1 == 1 || g.name_match(path, dir.len())));
             m | (u64::from(admits) << i)
         });
         Verdict {
-            never: d.never || self.never.name_match(path),
+            never: d.never || self.never.name_match(path, dir.len()),
             rules,
         }
     }
