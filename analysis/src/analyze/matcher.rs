@@ -414,12 +414,18 @@ impl Slots {
 #[derive(Default)]
 struct Lanes {
     runs: Vec<VecDeque<(i64, u64)>>,
+    /// The least key (the least of the runs' fronts), kept up to date: `advance` asks
+    /// for it after every item, mostly to find there is nothing to decide yet.
+    least: Option<(i64, u64)>,
 }
 
 const LANES: usize = 4;
 
 impl Lanes {
     fn push(&mut self, e: (i64, u64)) {
+        // A new key can only lower the least one (it becomes a run's front or goes
+        // behind one).
+        self.least = Some(self.least.map_or(e, |l| l.min(e)));
         if let Some(run) = self
             .runs
             .iter_mut()
@@ -443,16 +449,19 @@ impl Lanes {
     }
 
     fn peek(&self) -> Option<(i64, u64)> {
-        self.runs.iter().filter_map(|r| r.front().copied()).min()
+        self.least
     }
 
     fn pop(&mut self) -> Option<(i64, u64)> {
+        let least = self.least?;
         let run = self
             .runs
             .iter_mut()
-            .filter(|r| !r.is_empty())
-            .min_by_key(|r| r.front().copied())?;
-        run.pop_front()
+            .find(|r| r.front() == Some(&least))
+            .expect("the least key is a run's front");
+        run.pop_front();
+        self.least = self.runs.iter().filter_map(|r| r.front().copied()).min();
+        Some(least)
     }
 }
 
