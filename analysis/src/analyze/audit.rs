@@ -379,6 +379,33 @@ enum Domain {
     Process,
 }
 
+/// [`action_words`], remembered for the last few action texts: a log repeats a
+/// handful of them, and matching the words cost more than the rest of a record.
+fn action_class(action: &str, domain: Domain) -> Option<Class> {
+    const KEEP: usize = 16;
+    type Recent = Vec<(Box<str>, Domain, Option<Class>)>;
+    thread_local! {
+        static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if action.len() > 64 {
+        return action_words(action, domain);
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if let Some((_, _, c)) = recent
+            .iter()
+            .find(|(a, d, _)| *d == domain && super::same(a, action))
+        {
+            return *c;
+        }
+        let c = action_words(action, domain);
+        if recent.len() == KEEP {
+            recent.remove(0);
+        }
+        recent.push((action.into(), domain, c));
+        c
+    })
+}
+
 /// The class named by an action text (`order-file-deleted`, `file_write`), from its
 /// first word that means one.
 fn action_words(action: &str, domain: Domain) -> Option<Class> {
@@ -505,7 +532,7 @@ fn ecs(v: &Value, o: &Origin) -> Result<Parsed, String> {
         })
     };
     let class = text(v, "event.action")
-        .and_then(|a| action_words(a, domain))
+        .and_then(|a| action_class(a, domain))
         .or_else(|| match domain {
             Domain::File => types().find_map(|t| match t {
                 "creation" => Some(Class::FileCreate),
@@ -1438,6 +1465,61 @@ pid = "pid"
             (5, 1, 1, 2)
         );
         assert_eq!(log.stats.malformed_examples[1].line, 5);
+    }
+
+    /// Remembered action texts give the words' answer, for each domain, in any order
+    /// and past evictions (more texts than are kept).
+    #[test]
+    fn remembered_actions_mean_what_their_words_mean() {
+        let texts = [
+            "order-created",
+            "order-moved",
+            "order-deleted",
+            "login",
+            "file_write",
+            "CONNECT",
+            "served",
+            "start",
+            "Started",
+            "call-api",
+            "x",
+            "",
+            "read-write",
+            "proc-spawn",
+            "update",
+            "order-file-deleted",
+            "cache purge",
+            "renamed!",
+            "new_connection",
+            "accept",
+            "modified",
+            "loaded",
+            "outbound",
+            "egress-call",
+        ];
+        let domains = [
+            Domain::Unknown,
+            Domain::File,
+            Domain::Network,
+            Domain::Process,
+        ];
+        for round in 0..3 {
+            for (i, t) in texts.iter().enumerate() {
+                for (j, d) in domains.iter().enumerate() {
+                    let (t, d) = if round == 1 {
+                        (texts[(i * 7 + j) % texts.len()], domains[(i + j) % 4])
+                    } else {
+                        (*t, *d)
+                    };
+                    assert_eq!(action_class(t, d), action_words(t, d), "{t:?}");
+                }
+            }
+        }
+        assert_eq!(
+            action_class("order-created", Domain::File),
+            Some(Class::FileCreate)
+        );
+        assert_eq!(action_class("order-created", Domain::Network), None);
     }
 
     /// Lines are parsed in the reader's buffer when whole there, and read the slow way
