@@ -58,6 +58,11 @@ impl Number<'_> {
     }
 
     pub fn as_u64(&self) -> Option<u64> {
+        // Plain digits (pids, ports) directly.
+        let t = self.0.as_bytes();
+        if (1..=19).contains(&t.len()) && t.iter().all(u8::is_ascii_digit) {
+            return Some(t.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
+        }
         self.get().as_u64()
     }
 }
@@ -709,6 +714,34 @@ mod tests {
             if let Ok(t) = std::str::from_utf8(&b) {
                 same_as_serde(t);
             }
+        }
+    }
+
+    /// Numbers as u64 (pids, ports) agree with serde_json's.
+    #[test]
+    fn numbers_as_u64_agree_with_serde_json() {
+        let arena = Bump::new();
+        for t in [
+            "0",
+            "7",
+            "1000",
+            "0000",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "-0",
+            "1.0",
+            "1e3",
+            "12345678901234567890",
+        ] {
+            let theirs = serde_json::from_str::<serde_json::Value>(t).ok();
+            let ours = Value::parse(t, &arena).ok();
+            let (Some(theirs), Some(Value::Number(n))) = (theirs, ours) else {
+                assert!(Value::parse(t, &arena).is_err(), "{t}");
+                continue;
+            };
+            assert_eq!(n.as_u64(), theirs.as_u64(), "{t}");
         }
     }
 
