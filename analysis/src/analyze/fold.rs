@@ -124,6 +124,11 @@ impl Folder {
         self.out.pop_front()
     }
 
+    /// The action [`Folder::pop`] would return.
+    pub fn front(&self) -> Option<&Action> {
+        self.out.front()
+    }
+
     fn action(&mut self, e: &Row, class: Class, path: Option<&str>) -> Action {
         Action {
             service: self.names.get(e.service),

@@ -299,14 +299,17 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     let mut seen_findings = 0;
     // The current batch's columns and the next row to fold.
     let mut batch: Option<(rows::Columns, usize)> = None;
+    // Fold until an action is ready (or the trail is folded): the end time of the
+    // next action, which stays in the folder until it is taken (an action is a few
+    // hundred bytes: moved once, into the matcher).
     let mut next_action = |folder: &mut fold::Folder,
                            closes: &mut HashMap<u64, (u64, u64)>,
                            close_order: &mut VecDeque<(i64, u64)>,
                            fresh: &mut Vec<u64>|
-     -> Result<Option<Action>, String> {
+     -> Result<Option<i64>, String> {
         loop {
-            if let Some(a) = folder.pop() {
-                return Ok(Some(a));
+            if let Some(a) = folder.front() {
+                return Ok(Some(a.end_ns));
             }
             if folded_all {
                 return Ok(None);
@@ -346,7 +349,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     let mut kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
     loop {
         // The source whose next item is earliest.
-        let mut pick: Option<(i64, Option<usize>)> = kernel.as_ref().map(|a| (a.end_ns, None));
+        let mut pick: Option<(i64, Option<usize>)> = kernel.map(|t| (t, None));
         for (i, (_, head)) in logs.iter().enumerate() {
             if let Some(r) = head {
                 if pick.is_none_or(|p| r.time_ns < p.0) {
@@ -357,8 +360,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         let Some((t, which)) = pick else { break };
         match which {
             None => {
-                let a = kernel.take().unwrap();
-                matcher.push_action(a);
+                matcher.push_action(folder.pop().expect("the folder's next action"));
                 kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
             }
             Some(i) => {
