@@ -935,11 +935,11 @@ paths = ["/srv/orders/ignored.json"]
         assert_eq!(req("orders", Class::FileCreate, "/srv/orders/1.json"), None);
         assert_eq!(req("other", Class::FileWrite, "/srv/orders/1.json"), None);
         let mut c = action("gw", Class::NetConnect, "");
-        c.conn = Some(super::super::Conn {
+        c.conn = Some(Box::new(super::super::Conn {
             client: ("127.0.0.1".parse().unwrap(), 40000),
             server: ("127.0.0.1".parse().unwrap(), 8081),
             connection_id: None,
-        });
+        }));
         assert_eq!(x.required(&c, Some("orders"), no), Some(1));
         assert_eq!(x.required(&c, Some("db"), no), None);
         assert_eq!(x.rules[1].name, "network.connect by gw");

@@ -355,11 +355,11 @@ impl Folder {
                     return;
                 };
                 let mut a = self.action(e, class, None);
-                a.conn = Some(Conn {
+                a.conn = Some(Box::new(Conn {
                     client: (sip, s.1),
                     server: (dip, d.1),
                     connection_id: e.connection_id,
-                });
+                }));
                 self.emit(a);
             }
             _ => {}

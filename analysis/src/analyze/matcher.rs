@@ -1429,11 +1429,11 @@ mod tests {
         let lo = "127.0.0.1".parse().unwrap();
         let conn = |class, svc: &str, pid, port| Action {
             service: svc.into(),
-            conn: Some(Conn {
+            conn: Some(Box::new(Conn {
                 client: (lo, port),
                 server: (lo, 8081),
                 connection_id: Some(pid as u64),
-            }),
+            })),
             path: None,
             ..action(class, "", S, S, pid)
         };
@@ -1508,11 +1508,11 @@ mod tests {
         let lo = "127.0.0.1".parse().unwrap();
         let conn = |class, svc: &str, pid| Action {
             service: svc.into(),
-            conn: Some(Conn {
+            conn: Some(Box::new(Conn {
                 client: (lo, 40000),
                 server: (lo, 8081),
                 connection_id: Some(pid as u64),
-            }),
+            })),
             path: None,
             ..action(class, "", S, S, pid)
         };

@@ -127,7 +127,9 @@ pub struct Action {
     pub path: Option<String>,
     /// Rename: the old name.
     pub old_path: Option<String>,
-    pub conn: Option<Conn>,
+    /// Network classes only (boxed: most actions are file actions, and every action is
+    /// moved several times).
+    pub conn: Option<Box<Conn>>,
     pub bytes_read: Option<u64>,
     pub bytes_written: Option<u64>,
 }
