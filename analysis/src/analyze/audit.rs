@@ -975,8 +975,8 @@ impl AuditLog {
             }
             let Some(n) = memchr::memchr(b'\n', avail).filter(|&n| n < MAX_LINE) else {
                 match self.next_line_slowly()? {
-                    Some(Line::Record(r)) => return Ok(Some(r)),
-                    Some(Line::Other) => continue,
+                    Some(Some(r)) => return Ok(Some(r)),
+                    Some(None) => continue,
                     None => return Ok(None),
                 }
             };
@@ -1004,8 +1004,9 @@ impl AuditLog {
     }
 
     /// The next line when it is not whole in the reader's buffer (copied into `buf`),
-    /// or is too long (skipped: malformed).
-    fn next_line_slowly(&mut self) -> Result<Option<Line>, Malformed> {
+    /// or is too long (skipped: malformed): `None` at the end of the log, else its
+    /// record, if it is one (any other line is counted already).
+    fn next_line_slowly(&mut self) -> Result<Option<Option<Record>>, Malformed> {
         self.buf.clear();
         let got =
             Read::take(&mut self.reader, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
@@ -1046,7 +1047,7 @@ impl AuditLog {
             }
             let head = String::from_utf8_lossy(&self.buf[..200]).into_owned();
             self.malformed(format!("a line of at most {MAX_LINE} bytes"), &head)?;
-            return Ok(Some(Line::Other));
+            return Ok(Some(None));
         }
         let buf = std::mem::take(&mut self.buf);
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
@@ -1060,11 +1061,11 @@ impl AuditLog {
         );
         self.buf = buf;
         match outcome {
-            Outcome::Record(r) => Ok(Some(Line::Record(r))),
-            Outcome::Skip => Ok(Some(Line::Other)),
+            Outcome::Record(r) => Ok(Some(Some(r))),
+            Outcome::Skip => Ok(Some(None)),
             Outcome::Malformed(expected, text) => {
                 self.malformed(expected, &text)?;
-                Ok(Some(Line::Other))
+                Ok(Some(None))
             }
         }
     }
@@ -1120,12 +1121,6 @@ enum Outcome {
     Skip,
     /// What was expected, and the line.
     Malformed(String, String),
-}
-
-/// A line read the slow way: a record, or anything else (counted already).
-enum Line {
-    Record(Record),
-    Other,
 }
 
 /// The bytes as text, if they are UTF-8 (ASCII, as most log lines are, is checked
