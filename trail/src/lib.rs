@@ -15,8 +15,8 @@ pub mod writer;
 
 pub use event::{Actor, Endpoint, Event, Extra, FileRef, Network, TargetProcess};
 pub use reader::{
-    completeness, gap_texts, read_trail, segment_paths, stream_columns, stream_events,
-    Completeness, EventStream, Segment,
+    completeness, gap_texts, read_trail, segment_paths, stream_batches, stream_columns,
+    stream_events, Completeness, EventStream, Segment,
 };
 pub use writer::{Finished, RunInfo, SealOptions, TrailWriter, WriterOptions};
 

@@ -2,7 +2,9 @@
 
 use crate::{schema, Event, TrailError};
 use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -145,6 +147,8 @@ pub struct EventStream {
     /// Only these columns (dotted leaf paths, or their parents) are decoded; the others
     /// read back as absent.
     columns: Option<Vec<String>>,
+    /// String columns (dotted leaf paths) read as dictionary arrays ([`stream_batches`]).
+    dictionary: Vec<String>,
     paths: std::vec::IntoIter<PathBuf>,
     path: PathBuf,
     batches: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
@@ -155,6 +159,7 @@ pub struct EventStream {
 pub fn stream_events(dir: &Path) -> Result<EventStream, TrailError> {
     Ok(EventStream {
         columns: None,
+        dictionary: Vec::new(),
         paths: segment_paths(dir)?.into_iter(),
         path: PathBuf::new(),
         batches: None,
@@ -172,6 +177,47 @@ pub fn stream_columns(dir: &Path, columns: &[&str]) -> Result<EventStream, Trail
     Ok(s)
 }
 
+/// Like [`stream_columns`], for readers that take record batches
+/// ([`EventStream::next_batch`]), not events: the string columns named in `dictionary`
+/// come as `Dictionary(Int32, Utf8)` arrays, each distinct value once per row group
+/// instead of copied into every row (the trail's dictionary-encoded columns: process
+/// executables, activity names).
+pub fn stream_batches(
+    dir: &Path,
+    columns: &[&str],
+    dictionary: &[&str],
+) -> Result<EventStream, TrailError> {
+    let mut s = stream_columns(dir, columns)?;
+    s.dictionary = dictionary.iter().map(|c| c.to_string()).collect();
+    Ok(s)
+}
+
+/// `fields` with the string leaves at the dotted paths in `dictionary` (below
+/// `prefix`) as dictionary arrays.
+fn with_dictionaries(
+    fields: &arrow_schema::Fields,
+    prefix: &str,
+    dictionary: &[String],
+) -> arrow_schema::Fields {
+    use arrow_schema::{DataType, Field};
+    fields
+        .iter()
+        .map(|f| {
+            let path = format!("{prefix}{}", f.name());
+            let ty = match f.data_type() {
+                DataType::Struct(inner) => {
+                    DataType::Struct(with_dictionaries(inner, &format!("{path}."), dictionary))
+                }
+                DataType::Utf8 if dictionary.contains(&path) => {
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+                }
+                t => t.clone(),
+            };
+            std::sync::Arc::new(Field::new(f.name(), ty, f.is_nullable()))
+        })
+        .collect()
+}
+
 impl EventStream {
     fn open(&mut self, path: PathBuf) -> Result<(), TrailError> {
         let pq = |source| TrailError::Parquet {
@@ -182,13 +228,23 @@ impl EventStream {
             path: path.clone(),
             source,
         })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
-        if builder.schema().fields() != schema::schema().fields() {
+        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+        if meta.schema().fields() != schema::schema().fields() {
             return Err(TrailError::Schema(format!(
                 "{}: columns differ from the trail schema",
                 path.display()
             )));
         }
+        let meta = if self.dictionary.is_empty() {
+            meta
+        } else {
+            let fields = with_dictionaries(meta.schema().fields(), "", &self.dictionary);
+            let schema =
+                arrow_schema::Schema::new_with_metadata(fields, meta.schema().metadata().clone());
+            let options = ArrowReaderOptions::new().with_schema(std::sync::Arc::new(schema));
+            ArrowReaderMetadata::try_new(meta.metadata().clone(), options).map_err(pq)?
+        };
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
         let builder = match &self.columns {
             Some(cols) => {
                 let descr = builder.parquet_schema();
