@@ -53,6 +53,10 @@ pub const COLUMNS: &[&str] = &[
     "groundtruth.connection_id",
 ];
 
+/// The columns of [`COLUMNS`] the trail dictionary-encodes (docs/schema.md), read as
+/// dictionaries (a row's string is not copied).
+pub const DICTIONARY_COLUMNS: &[&str] = &["activity_name", "actor.process.file.path"];
+
 /// How long a closed file waits for an Acquire that continues it.
 pub const HOLD_NS: i64 = 500_000_000;
 

@@ -288,7 +288,8 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     }
     let services: Vec<&str> = opts.logs.iter().map(|l| l.0.as_str()).collect();
     let mut matcher = matcher::Matcher::new(opts.window_ns, &expect, &services);
-    let mut events = trail::stream_columns(&opts.dir, fold::COLUMNS).map_err(|e| e.to_string())?;
+    let mut events = trail::stream_batches(&opts.dir, fold::COLUMNS, fold::DICTIONARY_COLUMNS)
+        .map_err(|e| e.to_string())?;
     let mut folder = fold::Folder::new();
     let mut folded_all = false;
     // Network Close bytes by connection id, kept a few windows, for the evidence of

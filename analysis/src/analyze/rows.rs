@@ -3,8 +3,8 @@
 //! one (building events was a sixth of `analyze`'s time).
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray, StructArray,
-    TimestampNanosecondArray, UInt64Array,
+    types::Int32Type, Array, ArrayRef, BooleanArray, DictionaryArray, Int32Array, RecordBatch,
+    StringArray, StructArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow_buffer::NullBuffer;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ struct Leaf<A> {
     nulls: Option<NullBuffer>,
 }
 
-impl<A: Array> Leaf<A> {
+impl<A> Leaf<A> {
     fn valid(&self, i: usize) -> bool {
         self.nulls.as_ref().is_none_or(|n| n.is_valid(i))
     }
@@ -108,6 +108,53 @@ fn column(batch: &RecordBatch, path: &str) -> Result<(ArrayRef, Option<NullBuffe
     Ok((a, nulls))
 }
 
+/// A string column as read: plain, or as a dictionary (keys into values), as
+/// [`trail::stream_batches`] reads the trail's dictionary-encoded columns.
+enum Strs {
+    Plain(StringArray),
+    Dict(Int32Array, StringArray),
+}
+
+impl Strs {
+    /// The value of a valid row (a key outside the values, which the reader refuses,
+    /// would read as empty).
+    fn value(&self, i: usize) -> &str {
+        match self {
+            Strs::Plain(a) => a.value(i),
+            Strs::Dict(keys, values) => {
+                let k = keys.value(i) as usize;
+                if k < values.len() {
+                    values.value(k)
+                } else {
+                    ""
+                }
+            }
+        }
+    }
+}
+
+/// The string column at `path`, plain or a dictionary of strings.
+fn strs(batch: &RecordBatch, path: &str) -> Result<Leaf<Strs>, String> {
+    let (a, nulls) = column(batch, path)?;
+    let unexpected = || format!("trail column `{path}` has an unexpected type");
+    let a = if let Some(p) = a.as_any().downcast_ref::<StringArray>() {
+        Strs::Plain(p.clone())
+    } else {
+        let d = a
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .ok_or_else(unexpected)?;
+        let values = d
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(unexpected)?
+            .clone();
+        Strs::Dict(d.keys().clone(), values)
+    };
+    Ok(Leaf { a, nulls })
+}
+
 fn leaf<A: Array + Clone + 'static>(batch: &RecordBatch, path: &str) -> Result<Leaf<A>, String> {
     let (a, nulls) = column(batch, path)?;
     let a = a
@@ -132,11 +179,11 @@ pub struct Columns {
     len: usize,
     time: Leaf<TimestampNanosecondArray>,
     class_uid: Leaf<Int32Array>,
-    activity: Leaf<StringArray>,
+    activity: Leaf<Strs>,
     status: Leaf<Int32Array>,
     pid: Leaf<Int32Array>,
     comm: Leaf<StringArray>,
-    exe: Leaf<StringArray>,
+    exe: Leaf<Strs>,
     process: Option<NullBuffer>,
     p_pid: Leaf<Int32Array>,
     p_exe: Leaf<StringArray>,
@@ -164,11 +211,11 @@ impl Columns {
             len: b.num_rows(),
             time: leaf(b, "time")?,
             class_uid: leaf(b, "class_uid")?,
-            activity: leaf(b, "activity_name")?,
+            activity: strs(b, "activity_name")?,
             status: leaf(b, "status_id")?,
             pid: leaf(b, "actor.process.pid")?,
             comm: leaf(b, "actor.process.name")?,
-            exe: leaf(b, "actor.process.file.path")?,
+            exe: strs(b, "actor.process.file.path")?,
             process: present(b, "process")?,
             p_pid: leaf(b, "process.pid")?,
             p_exe: leaf(b, "process.file.path")?,
@@ -204,6 +251,9 @@ impl Columns {
         fn s(l: &Leaf<StringArray>, i: usize) -> Option<&str> {
             l.valid(i).then(|| l.a.value(i))
         }
+        fn d(l: &Leaf<Strs>, i: usize) -> Option<&str> {
+            l.valid(i).then(|| l.a.value(i))
+        }
         macro_rules! v {
             ($l:expr) => {
                 $l.valid(i).then(|| $l.a.value(i))
@@ -220,11 +270,11 @@ impl Columns {
         Row {
             time_ns: v!(self.time).unwrap_or(0),
             class_uid: v!(self.class_uid).unwrap_or(0),
-            activity: s(&self.activity, i).unwrap_or(""),
+            activity: d(&self.activity, i).unwrap_or(""),
             status_id: v!(self.status).unwrap_or(0),
             pid: v!(self.pid).unwrap_or(0) as u32,
             comm: s(&self.comm, i).unwrap_or(""),
-            exe: s(&self.exe, i),
+            exe: d(&self.exe, i),
             process: is_set(&self.process, i)
                 .then(|| (v!(self.p_pid).unwrap_or(0) as u32, s(&self.p_exe, i))),
             file_path: s(&self.file, i),
@@ -385,14 +435,32 @@ mod tests {
             w.push(e.clone()).unwrap();
         }
         w.finish().unwrap();
-        let mut s = trail::stream_columns(dir.path(), super::super::fold::COLUMNS).unwrap();
+        // Plain, and with the dictionary-encoded columns read as dictionaries.
+        let fold = super::super::fold::COLUMNS;
+        let mut s = trail::stream_columns(dir.path(), fold).unwrap();
+        let dicts = super::super::fold::DICTIONARY_COLUMNS;
+        let mut d = trail::stream_batches(dir.path(), fold, dicts).unwrap();
+        let b = d.next_batch().unwrap().unwrap();
+        let exe = column(&b, "actor.process.file.path").unwrap().0;
+        assert!(exe
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .is_some());
         let mut got = Vec::new();
+        let mut got_dict = vec![];
+        let c = Columns::new(&b).unwrap();
+        got_dict.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
+        while let Some(b) = d.next_batch() {
+            let c = Columns::new(&b.unwrap()).unwrap();
+            got_dict.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
+        }
         while let Some(b) = s.next_batch() {
             let c = Columns::new(&b.unwrap()).unwrap();
             got.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
         }
         let want: Vec<String> = events.iter().map(|e| format!("{:?}", Row::of(e))).collect();
         assert_eq!(got, want);
+        assert_eq!(got_dict, want);
         let mut n = Names::default();
         let a = n.get("svc");
         assert!(Arc::ptr_eq(&a, &n.get("svc")));
