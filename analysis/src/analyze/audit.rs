@@ -875,15 +875,11 @@ pub struct LogStats {
 
 /// One audit log, read line by line.
 pub struct AuditLog {
-    service: Arc<str>,
-    file: Arc<str>,
-    mapping: Mapping,
+    parts: Parts,
     reader: Box<dyn BufRead>,
     /// Bytes read so far, when the log is a regular file that findings can read again.
     offset: Option<u64>,
     buf: Vec<u8>,
-    /// The current line's parsed objects (reset for every line).
-    arena: Bump,
     pub stats: LogStats,
     skip_malformed: bool,
 }
@@ -921,26 +917,28 @@ impl AuditLog {
         skip_malformed: bool,
     ) -> AuditLog {
         AuditLog {
-            service: service.into(),
-            file: name.into(),
             stats: LogStats {
                 service: service.into(),
                 file: name.into(),
                 mapping: mapping.name(),
                 ..Default::default()
             },
-            mapping,
+            parts: Parts {
+                service: service.into(),
+                file: name.into(),
+                mapping,
+                arena: Bump::new(),
+            },
             reader,
             offset: None,
             buf: Vec::new(),
-            arena: Bump::new(),
             skip_malformed,
         }
     }
 
     fn malformed(&mut self, expected: String, text: &str) -> Result<(), Malformed> {
         let m = Malformed {
-            file: self.file.to_string(),
+            file: self.parts.file.to_string(),
             line: self.stats.lines,
             expected,
             excerpt: excerpt(text.trim()),
@@ -969,7 +967,7 @@ impl AuditLog {
             let avail = self
                 .reader
                 .fill_buf()
-                .map_err(|e| read_err(e, self.stats.lines + 1, &self.file))?;
+                .map_err(|e| read_err(e, self.stats.lines + 1, &self.parts.file))?;
             if avail.is_empty() {
                 return Ok(None);
             }
@@ -986,14 +984,7 @@ impl AuditLog {
             }
             self.stats.lines += 1;
             let line = &avail[..n];
-            let outcome = parse_one(
-                line,
-                at,
-                &self.mapping,
-                (&self.service, &self.file),
-                &mut self.arena,
-                &mut self.stats,
-            );
+            let outcome = self.parts.line(line, at, &mut self.stats);
             self.reader.consume(n + 1);
             match outcome {
                 Outcome::Record(r) => return Ok(Some(r)),
@@ -1014,7 +1005,7 @@ impl AuditLog {
             Ok(n) => n,
             Err(e) => {
                 return Err(Malformed {
-                    file: self.file.to_string(),
+                    file: self.parts.file.to_string(),
                     line: self.stats.lines + 1,
                     expected: format!("a readable file ({e})"),
                     excerpt: String::new(),
@@ -1051,14 +1042,7 @@ impl AuditLog {
         }
         let buf = std::mem::take(&mut self.buf);
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let outcome = parse_one(
-            line,
-            at,
-            &self.mapping,
-            (&self.service, &self.file),
-            &mut self.arena,
-            &mut self.stats,
-        );
+        let outcome = self.parts.line(line, at, &mut self.stats);
         self.buf = buf;
         match outcome {
             Outcome::Record(r) => Ok(Some(Some(r))),
@@ -1071,46 +1055,50 @@ impl AuditLog {
     }
 }
 
-/// One line (without its `\n`) that starts at byte `at` of the log, if known; its
-/// number is `stats.lines`. (The log's fields one by one: the line may borrow its
-/// reader's buffer.)
-fn parse_one(
-    line: &[u8],
-    at: Option<u64>,
-    mapping: &Mapping,
-    (service, file): (&Arc<str>, &Arc<str>),
-    arena: &mut Bump,
-    stats: &mut LogStats,
-) -> Outcome {
-    let line = match utf8(line) {
-        Some(l) => l,
-        None => {
-            let lossy = String::from_utf8_lossy(line).into_owned();
-            return Outcome::Malformed("UTF-8 text".into(), lossy);
+/// What parsing a log's lines needs, apart from its reader (a line may borrow the
+/// reader's buffer while it is parsed).
+struct Parts {
+    service: Arc<str>,
+    file: Arc<str>,
+    mapping: Mapping,
+    /// The current line's parsed objects (reset for every line).
+    arena: Bump,
+}
+
+impl Parts {
+    /// One line (without its `\n`) that starts at byte `at` of the log, if known; its
+    /// number is `stats.lines`.
+    fn line(&mut self, line: &[u8], at: Option<u64>, stats: &mut LogStats) -> Outcome {
+        let line = match utf8(line) {
+            Some(l) => l,
+            None => {
+                let lossy = String::from_utf8_lossy(line).into_owned();
+                return Outcome::Malformed("UTF-8 text".into(), lossy);
+            }
+        };
+        if is_blank(line) {
+            return Outcome::Skip;
         }
-    };
-    if is_blank(line) {
-        return Outcome::Skip;
-    }
-    arena.reset();
-    let origin = Origin {
-        service,
-        file,
-        line: stats.lines,
-        text: trim_end(line),
-        at,
-        arena,
-    };
-    match parse_line(mapping, &origin) {
-        Ok(Some(r)) => {
-            stats.records += 1;
-            Outcome::Record(r)
+        self.arena.reset();
+        let origin = Origin {
+            service: &self.service,
+            file: &self.file,
+            line: stats.lines,
+            text: trim_end(line),
+            at,
+            arena: &self.arena,
+        };
+        match parse_line(&self.mapping, &origin) {
+            Ok(Some(r)) => {
+                stats.records += 1;
+                Outcome::Record(r)
+            }
+            Ok(None) => {
+                stats.ignored += 1;
+                Outcome::Skip
+            }
+            Err(expected) => Outcome::Malformed(expected, line.to_string()),
         }
-        Ok(None) => {
-            stats.ignored += 1;
-            Outcome::Skip
-        }
-        Err(expected) => Outcome::Malformed(expected, line.to_string()),
     }
 }
 
