@@ -956,36 +956,31 @@ impl AuditLog {
     /// The next record; `Ok(None)` at the end of the log.
     pub fn next_record(&mut self) -> Result<Option<Record>, Malformed> {
         loop {
-            let read_err = |e: std::io::Error, line: u64, file: &str| Malformed {
-                file: file.to_string(),
-                line,
-                expected: format!("a readable file ({e})"),
-                excerpt: String::new(),
-            };
             // A whole line in the reader's buffer is parsed where it is (most lines);
             // one that is not, or is too long, is read the slow way.
-            let avail = self
-                .reader
-                .fill_buf()
-                .map_err(|e| read_err(e, self.stats.lines + 1, &self.parts.file))?;
+            let avail = match self.reader.fill_buf() {
+                Ok(a) => a,
+                Err(e) => return Err(self.read_error(e)),
+            };
             if avail.is_empty() {
                 return Ok(None);
             }
-            let Some(n) = memchr::memchr(b'\n', avail).filter(|&n| n < MAX_LINE) else {
-                match self.next_line_slowly()? {
-                    Some(Some(r)) => return Ok(Some(r)),
-                    Some(None) => continue,
-                    None => return Ok(None),
+            let outcome = match memchr::memchr(b'\n', avail).filter(|&n| n < MAX_LINE) {
+                Some(n) => {
+                    let at = self.offset;
+                    if let Some(o) = &mut self.offset {
+                        *o += n as u64 + 1;
+                    }
+                    self.stats.lines += 1;
+                    let outcome = self.parts.line(&avail[..n], at, &mut self.stats);
+                    self.reader.consume(n + 1);
+                    outcome
                 }
+                None => match self.next_line_slowly()? {
+                    Some(outcome) => outcome,
+                    None => return Ok(None),
+                },
             };
-            let at = self.offset;
-            if let Some(o) = &mut self.offset {
-                *o += n as u64 + 1;
-            }
-            self.stats.lines += 1;
-            let line = &avail[..n];
-            let outcome = self.parts.line(line, at, &mut self.stats);
-            self.reader.consume(n + 1);
             match outcome {
                 Outcome::Record(r) => return Ok(Some(r)),
                 Outcome::Skip => {}
@@ -994,23 +989,25 @@ impl AuditLog {
         }
     }
 
+    /// The log could not be read after the lines read so far.
+    fn read_error(&self, e: std::io::Error) -> Malformed {
+        Malformed {
+            file: self.parts.file.to_string(),
+            line: self.stats.lines + 1,
+            expected: format!("a readable file ({e})"),
+            excerpt: String::new(),
+        }
+    }
+
     /// The next line when it is not whole in the reader's buffer (copied into `buf`),
-    /// or is too long (skipped: malformed): `None` at the end of the log, else its
-    /// record, if it is one (any other line is counted already).
-    fn next_line_slowly(&mut self) -> Result<Option<Option<Record>>, Malformed> {
+    /// or is too long (skipped: malformed); `None` at the end of the log.
+    fn next_line_slowly(&mut self) -> Result<Option<Outcome>, Malformed> {
         self.buf.clear();
         let got =
             Read::take(&mut self.reader, MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
         let got = match got {
             Ok(n) => n,
-            Err(e) => {
-                return Err(Malformed {
-                    file: self.parts.file.to_string(),
-                    line: self.stats.lines + 1,
-                    expected: format!("a readable file ({e})"),
-                    excerpt: String::new(),
-                })
-            }
+            Err(e) => return Err(self.read_error(e)),
         };
         if got == 0 {
             return Ok(None);
@@ -1037,21 +1034,11 @@ impl AuditLog {
                 }
             }
             let head = String::from_utf8_lossy(&self.buf[..200]).into_owned();
-            self.malformed(format!("a line of at most {MAX_LINE} bytes"), &head)?;
-            return Ok(Some(None));
+            let expected = format!("a line of at most {MAX_LINE} bytes");
+            return Ok(Some(Outcome::Malformed(expected, head)));
         }
-        let buf = std::mem::take(&mut self.buf);
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let outcome = self.parts.line(line, at, &mut self.stats);
-        self.buf = buf;
-        match outcome {
-            Outcome::Record(r) => Ok(Some(Some(r))),
-            Outcome::Skip => Ok(Some(None)),
-            Outcome::Malformed(expected, text) => {
-                self.malformed(expected, &text)?;
-                Ok(Some(None))
-            }
-        }
+        let line = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        Ok(Some(self.parts.line(line, at, &mut self.stats)))
     }
 }
 
