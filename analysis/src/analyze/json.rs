@@ -36,34 +36,23 @@ pub struct Number<'a>(&'a str);
 impl Number<'_> {
     /// The number as serde_json reads it (integers that fit u64/i64 stay integers).
     pub fn get(&self) -> serde_json::Number {
-        let t = self.0;
-        // Plain integers (pids, ports, epoch times) directly; the rest as serde_json
-        // reads numbers (serde_json reads "-0" as the float -0.0).
-        if t.bytes().skip(1).all(|b| b.is_ascii_digit()) {
-            match t.strip_prefix('-') {
-                None => {
-                    if let Ok(n) = t.parse::<u64>() {
-                        return n.into();
-                    }
-                }
-                Some(_) => {
-                    if let Ok(n @ (..=-1)) = t.parse::<i64>() {
-                        return n.into();
-                    }
-                }
-            }
+        match self.plain() {
+            Some(n) => n.into(),
+            // Checked when parsed; the fallback is never taken.
+            None => self.0.parse().unwrap_or_else(|_| 0.into()),
         }
-        // Checked when parsed; the fallback is never taken.
-        t.parse().unwrap_or_else(|_| 0.into())
     }
 
     pub fn as_u64(&self) -> Option<u64> {
-        // Plain digits (pids, ports) directly.
+        self.plain().or_else(|| self.get().as_u64())
+    }
+
+    /// Plain digits (pids, ports, epoch times), up to 19 of them (always in range),
+    /// converted directly.
+    fn plain(&self) -> Option<u64> {
         let t = self.0.as_bytes();
-        if (1..=19).contains(&t.len()) && t.iter().all(u8::is_ascii_digit) {
-            return Some(t.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
-        }
-        self.get().as_u64()
+        ((1..=19).contains(&t.len()) && t.iter().all(u8::is_ascii_digit))
+            .then(|| t.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
     }
 }
 
