@@ -492,14 +492,21 @@ pub struct Matcher<'x> {
     /// Each service's counts while matching (items hold their service's index; the
     /// report's ordered map compared names at every level, for every item), merged
     /// into `out` by `finish`. `service_index` and `recent` find a name's index.
-    /// (name, counts, whether it has an audit log, coverage while matching)
-    services: Vec<(Arc<str>, ServiceOutcome, bool, Tally)>,
+    services: Vec<Service>,
     service_index: HashMap<Arc<str>, usize>,
     /// The service names last looked up, by identity: items share a few `Arc`s, so a
     /// lookup is mostly a pointer comparison, not a hash of the name (the `Arc`s held
     /// here keep their addresses from being reused).
     recent: Vec<(Arc<str>, usize)>,
     pub out: Outcome,
+}
+
+/// A service while matching.
+struct Service {
+    name: Arc<str>,
+    out: ServiceOutcome,
+    has_log: bool,
+    tally: Tally,
 }
 
 /// A service's coverage while matching, by class and by rule index (counted in
@@ -622,7 +629,7 @@ impl<'x> Matcher<'x> {
     /// Add a kernel action.
     pub fn push_action(&mut self, mut a: Action) {
         let svc = self.canonical(&mut a.service);
-        self.services[svc as usize].1.actions += 1;
+        self.services[svc as usize].out.actions += 1;
         let keys = Self::action_keys(&a);
         let deadline = a.end_ns.saturating_add(self.window);
         let conn = a.conn.as_ref().map(|c| (c.client, c.server));
@@ -676,7 +683,7 @@ impl<'x> Matcher<'x> {
     /// Add an audit record.
     pub fn push_record(&mut self, mut r: Record) {
         let svc = self.canonical(&mut r.service);
-        self.services[svc as usize].1.records += 1;
+        self.services[svc as usize].out.records += 1;
         let k = Self::record_key(&r);
         let deadline = r.time_ns.saturating_add(self.window);
         let id = self.insert(
@@ -758,7 +765,13 @@ impl<'x> Matcher<'x> {
             self.drop_front();
         }
         self.sweep();
-        for (name, mut s, _, tally) in self.services.drain(..) {
+        for Service {
+            name,
+            out: mut s,
+            tally,
+            ..
+        } in self.services.drain(..)
+        {
             tally.into(&mut s);
             *service_mut(&mut self.out.services, &name) = s;
         }
@@ -769,7 +782,7 @@ impl<'x> Matcher<'x> {
     /// the service's index in `services`.
     fn canonical(&mut self, name: &mut Arc<str>) -> u32 {
         let i = self.service_at(name);
-        let shared = &self.services[i].0;
+        let shared = &self.services[i].name;
         if !Arc::ptr_eq(shared, name) {
             *name = shared.clone();
         }
@@ -784,9 +797,12 @@ impl<'x> Matcher<'x> {
                     Some(&i) => i,
                     None => {
                         let initial = self.out.services.remove(&**name).unwrap_or_default();
-                        let has_log = self.has_log.contains(name);
-                        let tally = Tally::default();
-                        self.services.push((name.clone(), initial, has_log, tally));
+                        self.services.push(Service {
+                            name: name.clone(),
+                            out: initial,
+                            has_log: self.has_log.contains(name),
+                            tally: Tally::default(),
+                        });
                         self.service_index
                             .insert(name.clone(), self.services.len() - 1);
                         self.services.len() - 1
@@ -1036,7 +1052,7 @@ impl<'x> Matcher<'x> {
                     None => unreachable!(),
                 };
                 self.out.skew.add(skew);
-                let s = &mut self.services[svc as usize].1;
+                let s = &mut self.services[svc as usize].out;
                 s.skew.add(skew);
                 s.records_matched += 1;
             } else {
@@ -1048,7 +1064,7 @@ impl<'x> Matcher<'x> {
             Some(Item::Action(a)) => {
                 // (Asked of the action's own service only: its flag, not a hash of its
                 // name per rule.)
-                let has_log = self.services[a.svc as usize].2;
+                let has_log = self.services[a.svc as usize].has_log;
                 let rule = self
                     .expect
                     .required(&a.a, a.peer_service.as_deref(), |_| has_log);
@@ -1056,7 +1072,7 @@ impl<'x> Matcher<'x> {
                 let matched = a.state == State::Matched;
                 let finding = (!matched).then(|| unaudited(a, &self.expect.rules[rule].name));
                 let (svc, class) = (a.svc, a.a.class);
-                let t = &mut self.services[svc as usize].3;
+                let t = &mut self.services[svc as usize].tally;
                 if t.rules.len() <= rule {
                     t.rules.resize(rule + 1, Coverage::default());
                 }

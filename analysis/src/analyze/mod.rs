@@ -227,7 +227,8 @@ fn normalize_components(p: &str) -> String {
 }
 
 /// `a == b`, a word at a time (the last word overlapping the one before), without a
-/// memcmp call: the names it compares (services, commands, executables) are short.
+/// memcmp call: what it compares (service, command and executable names, audit
+/// action texts) is short.
 pub(crate) fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
