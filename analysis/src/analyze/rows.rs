@@ -440,24 +440,24 @@ mod tests {
         let mut s = trail::stream_columns(dir.path(), fold).unwrap();
         let dicts = super::super::fold::DICTIONARY_COLUMNS;
         let mut d = trail::stream_batches(dir.path(), fold, dicts).unwrap();
-        let b = d.next_batch().unwrap().unwrap();
-        let exe = column(&b, "actor.process.file.path").unwrap().0;
-        assert!(exe
-            .as_any()
-            .downcast_ref::<DictionaryArray<Int32Type>>()
-            .is_some());
-        let mut got = Vec::new();
-        let mut got_dict = vec![];
-        let c = Columns::new(&b).unwrap();
-        got_dict.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
-        while let Some(b) = d.next_batch() {
-            let c = Columns::new(&b.unwrap()).unwrap();
-            got_dict.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
-        }
-        while let Some(b) = s.next_batch() {
-            let c = Columns::new(&b.unwrap()).unwrap();
-            got.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
-        }
+        // Every row of a stream (the dictionary-encoded columns as dictionaries when
+        // `dict`).
+        let rows = |s: &mut trail::EventStream, dict: bool| {
+            let mut out = Vec::new();
+            while let Some(b) = s.next_batch() {
+                let b = b.unwrap();
+                let exe = column(&b, "actor.process.file.path").unwrap().0;
+                let is_dict = exe
+                    .as_any()
+                    .downcast_ref::<DictionaryArray<Int32Type>>()
+                    .is_some();
+                assert_eq!(is_dict, dict);
+                let c = Columns::new(&b).unwrap();
+                out.extend((0..c.len()).map(|i| format!("{:?}", c.row(i))));
+            }
+            out
+        };
+        let (got, got_dict) = (rows(&mut s, false), rows(&mut d, true));
         let want: Vec<String> = events.iter().map(|e| format!("{:?}", Row::of(e))).collect();
         assert_eq!(got, want);
         assert_eq!(got_dict, want);
