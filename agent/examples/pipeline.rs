@@ -153,18 +153,18 @@ fn main() {
     let cpu0 = cpu_ns();
     let t = Instant::now();
     let stage = std::env::var("GT_PIPELINE_STAGE").unwrap_or_default();
-    // The same batch size as the trail writer's, so that the stages add up.
+    // Stage `columns`: events appended to the trail's column buffers, which are
+    // dropped every `batch_rows` rows instead of being encoded into pages.
     let batch_rows = WriterOptions::default().batch_rows;
-    let mut batch = Vec::with_capacity(batch_rows);
+    let mut columns = trail::pq::Columns::new(1).expect("columns");
     for r in &records {
         let ev = decoder.decode(r).expect("synthetic records decode");
         match stage.as_str() {
             "decode" => drop(ev),
-            "batch" => {
-                batch.push(ev);
-                if batch.len() == batch_rows {
-                    drop(trail::schema::to_batch(&batch).unwrap());
-                    batch.clear();
+            "columns" => {
+                columns.push(&ev);
+                if columns.rows() == batch_rows {
+                    columns.discard();
                 }
             }
             _ => writer.push(ev).expect("write"),

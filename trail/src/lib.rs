@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod event;
+pub mod pq;
 pub mod reader;
 pub mod schema;
 pub mod seal;

@@ -2,13 +2,10 @@
 //! segments. A segment is written under a temporary name and renamed when complete, so
 //! a reader never sees a half-written `segment-*.parquet`.
 
-use crate::{meta, schema, Event, TrailError};
+use crate::{meta, pq, schema, Event, TrailError};
 use parquet::{
-    arrow::ArrowWriter,
-    basic::{Compression, Encoding, ZstdLevel},
-    file::metadata::KeyValue,
-    file::properties::{EnabledStatistics, WriterProperties},
-    schema::types::ColumnPath,
+    file::metadata::KeyValue, file::properties::WriterProperties,
+    file::writer::SerializedFileWriter,
 };
 use std::{
     collections::BTreeMap,
@@ -83,62 +80,25 @@ impl Default for WriterOptions {
     }
 }
 
-/// Leaf columns written with dictionary encoding.
-const DICTIONARY_COLUMNS: [&str; 4] = [
-    "activity_name",
-    "actor.process.cmd_line",
-    "actor.process.file.path",
-    "process.cmd_line",
-];
-
-/// A leaf column's path from its dotted name: `ColumnPath::from("a.b")` is one part
-/// named `a.b`, which matches no nested column (the dictionary settings of the nested
-/// columns above were silently ignored that way).
-fn leaf_path(dotted: &str) -> ColumnPath {
-    ColumnPath::new(dotted.split('.').map(str::to_string).collect())
-}
-
-/// Paths of the integer and timestamp leaf columns of the schema.
-fn int_leaves() -> Vec<ColumnPath> {
-    use arrow_schema::{DataType, Field};
-    fn walk(f: &Field, path: &mut Vec<String>, out: &mut Vec<ColumnPath>) {
-        path.push(f.name().clone());
-        match f.data_type() {
-            DataType::Struct(fields) => {
-                for c in fields {
-                    walk(c, path, out);
-                }
-            }
-            t if t.is_integer() || matches!(t, DataType::Timestamp(..)) => {
-                out.push(ColumnPath::new(path.clone()))
-            }
-            _ => {}
-        }
-        path.pop();
-    }
-    let mut out = Vec::new();
-    for f in schema::schema().fields() {
-        walk(f, &mut Vec::new(), &mut out);
-    }
-    out
-}
-
 struct Open {
-    writer: ArrowWriter<HashingFile>,
+    writer: SerializedFileWriter<HashingFile>,
     opened: std::time::Instant,
     tmp: PathBuf,
     path: PathBuf,
     rows: usize,
     time_min: i64,
     time_max: i64,
-    seq: BTreeMap<u32, (u64, u64)>,
+    /// Per CPU: the least and greatest sequence number.
+    seq: Vec<(u32, (u64, u64))>,
+    seq_last: usize,
 }
 
 pub struct TrailWriter {
     dir: PathBuf,
     run: RunInfo,
     opts: WriterOptions,
-    buf: Vec<Event>,
+    /// The open segment's rows, encoded as they come.
+    cols: pq::Columns,
     open: Option<Open>,
     next_index: u32,
     written: Vec<PathBuf>,
@@ -151,9 +111,6 @@ pub struct TrailWriter {
     kernel_gaps: BTreeMap<String, u64>,
     sealer: crate::seal::Sealer,
     first_key: String,
-    /// When the oldest event not yet in an open segment arrived: a segment's age counts
-    /// from its first event, not from when a batch opened it.
-    first_pending: Option<std::time::Instant>,
     /// Heads printed by the caller: (segment file, chain head after its seal).
     sealed: Vec<(String, String)>,
 }
@@ -181,12 +138,11 @@ impl TrailWriter {
         Ok(Self {
             sealer,
             first_key,
-            first_pending: None,
             sealed: Vec::new(),
             dir: dir.to_path_buf(),
             run,
+            cols: pq::Columns::new(opts.zstd_level)?,
             opts,
-            buf: Vec::new(),
             open: None,
             next_index: 0,
             written: Vec::new(),
@@ -231,13 +187,6 @@ impl TrailWriter {
     /// Close the open segment if it is older than the age limit (call periodically:
     /// an idle recording still seals what it has).
     pub fn tick(&mut self) -> Result<(), TrailError> {
-        let oldest = match &self.open {
-            Some(o) => Some(o.opened),
-            None => self.first_pending,
-        };
-        if !self.buf.is_empty() && oldest.is_some_and(|t| t.elapsed() >= self.opts.segment_age) {
-            self.flush_batch()?;
-        }
         if self
             .open
             .as_ref()
@@ -249,27 +198,50 @@ impl TrailWriter {
     }
 
     pub fn push(&mut self, ev: Event) -> Result<(), TrailError> {
-        if self.open.is_none() && self.first_pending.is_none() {
-            self.first_pending = Some(std::time::Instant::now());
+        if self.open.is_none() {
+            self.open_segment()?;
         }
-        self.buf.push(ev);
-        // A batch never crosses a segment boundary: segments hold exactly
-        // `segment_rows` events (the last one fewer).
-        let in_segment = self.open.as_ref().map_or(0, |o| o.rows);
-        let room = self
-            .opts
-            .segment_rows
-            .max(1)
-            .saturating_sub(in_segment)
-            .max(1);
-        if self.buf.len() >= self.opts.batch_rows.min(room) {
-            self.flush_batch()?;
+        let open = self.open.as_mut().expect("segment opened above");
+        self.cols.push(&ev);
+        open.time_min = open.time_min.min(ev.time_ns);
+        open.time_max = open.time_max.max(ev.time_ns);
+        let g = &ev.groundtruth;
+        // Events come in runs from one CPU's ring: that CPU's entry is looked at first.
+        let at = match open.seq.get(open.seq_last) {
+            Some((cpu, _)) if *cpu == g.cpu => open.seq_last,
+            _ => match open.seq.iter().position(|(cpu, _)| *cpu == g.cpu) {
+                Some(i) => i,
+                None => {
+                    open.seq.push((g.cpu, (g.sequence, g.sequence)));
+                    open.seq.len() - 1
+                }
+            },
+        };
+        open.seq_last = at;
+        let r = &mut open.seq[at].1;
+        r.0 = r.0.min(g.sequence);
+        r.1 = r.1.max(g.sequence);
+        open.rows += 1;
+        self.total_rows += 1;
+        drop(ev);
+        // Segments hold exactly `segment_rows` events (the last one fewer); sizes,
+        // ages and pages are looked at every `batch_rows` events.
+        if open.rows >= self.opts.segment_rows.max(1) {
+            return self.close_segment();
+        }
+        if open.rows.is_multiple_of(self.opts.batch_rows.max(1)) {
+            self.cols.cut_pages()?;
+            if self.cols.size() as u64 >= self.opts.segment_bytes
+                || open.opened.elapsed() >= self.opts.segment_age
+            {
+                self.close_segment()?;
+            }
         }
         Ok(())
     }
 
     pub fn rows(&self) -> u64 {
-        self.total_rows + self.buf.len() as u64
+        self.total_rows
     }
 
     fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, TrailError> {
@@ -295,85 +267,30 @@ impl TrailWriter {
             hasher: Default::default(),
             bytes: 0,
         };
-        let level = ZstdLevel::try_new(self.opts.zstd_level).unwrap_or_default();
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_dictionary_enabled(false)
-            .set_statistics_enabled(EnabledStatistics::None)
-            .set_column_statistics_enabled(ColumnPath::from("time"), EnabledStatistics::Chunk);
-        // Dictionary encoding only where long values repeat across many rows (a
-        // process's command line and executable on each of its events, the activity):
-        // there it saves copying and compressing the same bytes per row. Elsewhere
-        // (times, sequence numbers, paths) it cost more CPU than it saved and made files
-        // larger; for the short repeated strings (process name, service, syscall)
-        // hashing each row's value into the dictionary cost more than copying it, and
-        // zstd squeezes the copies to the same size (pipeline example: 2.3% and 1.8%
-        // fewer instructions per file and network event, the same bytes).
-        let props = DICTIONARY_COLUMNS.iter().fold(props, |p, c| {
-            p.set_column_dictionary_enabled(leaf_path(c), true)
-        });
-        // Integer columns: DELTA_BINARY_PACKED. Most of them are constant or nearly so
-        // over many rows (class, pid, uid, cgroup, cpu) or grow slowly (time, sequence
-        // numbers): bit-packed differences take a few bits a row where plain encoding
-        // handed zstd 4 or 8 bytes a row to squeeze. On the pipeline example 11% (file
-        // loop) and 18% (short connections) fewer instructions per event, and files a
-        // fraction of the size.
-        let props = int_leaves()
-            .into_iter()
-            .fold(props, |p, c| {
-                p.set_column_encoding(c, Encoding::DELTA_BINARY_PACKED)
-            })
-            .set_max_row_group_row_count(Some(self.opts.segment_rows.max(1)))
-            .build();
+        let mut props = WriterProperties::builder().build();
+        // Readers that know Arrow get the schema's exact types (timestamps in UTC,
+        // unsigned integers) from it, as from any Arrow writer's file.
+        parquet::arrow::add_encoded_arrow_schema_to_metadata(&schema::schema(), &mut props);
         let writer = Self::pq(
             &tmp,
-            ArrowWriter::try_new(file, schema::schema(), Some(props)),
+            SerializedFileWriter::new(
+                file,
+                pq::descriptor()?.root_schema_ptr(),
+                std::sync::Arc::new(props),
+            ),
         )?;
         self.open = Some(Open {
             writer,
-            opened: self
-                .first_pending
-                .take()
-                .unwrap_or_else(std::time::Instant::now),
+            opened: std::time::Instant::now(),
             tmp,
             path,
             rows: 0,
             time_min: i64::MAX,
             time_max: i64::MIN,
-            seq: BTreeMap::new(),
+            seq: Vec::new(),
+            seq_last: 0,
         });
         self.next_index += 1;
-        Ok(())
-    }
-
-    fn flush_batch(&mut self) -> Result<(), TrailError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        if self.open.is_none() {
-            self.open_segment()?;
-        }
-        let batch = schema::to_batch(&self.buf)?;
-        let open = self.open.as_mut().expect("segment opened above");
-        for e in &self.buf {
-            open.time_min = open.time_min.min(e.time_ns);
-            open.time_max = open.time_max.max(e.time_ns);
-            let g = &e.groundtruth;
-            let r = open.seq.entry(g.cpu).or_insert((g.sequence, g.sequence));
-            r.0 = r.0.min(g.sequence);
-            r.1 = r.1.max(g.sequence);
-        }
-        Self::pq(&open.tmp, open.writer.write(&batch))?;
-        open.rows += self.buf.len();
-        self.total_rows += self.buf.len() as u64;
-        self.buf.clear();
-        let size = open.writer.bytes_written() as u64 + open.writer.in_progress_size() as u64;
-        if open.rows >= self.opts.segment_rows
-            || size >= self.opts.segment_bytes
-            || open.opened.elapsed() >= self.opts.segment_age
-        {
-            self.close_segment()?;
-        }
         Ok(())
     }
 
@@ -381,6 +298,11 @@ impl TrailWriter {
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
+        if self.cols.rows() > 0 {
+            let mut rg = Self::pq(&open.tmp, open.writer.next_row_group())?;
+            self.cols.write_row_group(&mut rg)?;
+            Self::pq(&open.tmp, rg.close())?;
+        }
         let seq: BTreeMap<String, [u64; 2]> = open
             .seq
             .iter()
@@ -464,7 +386,6 @@ impl TrailWriter {
     /// Write what is buffered, seal the last segment, and write the final seal of a
     /// clean stop. Returns the segment paths and the final chain head.
     pub fn finish(mut self) -> Result<Finished, TrailError> {
-        self.flush_batch()?;
         if self.written.is_empty() && self.open.is_none() {
             self.open_segment()?;
         }
@@ -548,7 +469,7 @@ mod tests {
                 .encodings()
                 .collect::<Vec<_>>()
         };
-        for c in DICTIONARY_COLUMNS {
+        for c in pq::DICTIONARY_COLUMNS {
             assert!(
                 encodings(c).contains(&Encoding::RLE_DICTIONARY),
                 "{c}: {:?}",
@@ -576,6 +497,5 @@ mod tests {
                 encodings(c)
             );
         }
-        assert!(int_leaves().len() > 30, "{:?}", int_leaves());
     }
 }

@@ -1091,7 +1091,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     for _ in 0..3 {
         for (shape, stage) in ["file", "net"]
             .into_iter()
-            .flat_map(|shape| ["decode", "batch", "full"].map(|stage| (shape, stage)))
+            .flat_map(|shape| ["decode", "columns", "full"].map(|stage| (shape, stage)))
         {
             let out = output_ok(
                 Command::new(root_dir().join("target/release/examples/pipeline"))
@@ -1258,12 +1258,14 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         writeln!(md, "| {name} | {:.0} ns | {:.0} ns |", f("file"), f("net"))
     };
     row(&mut md, "decode into events", &|s| st(s, "decode"))?;
-    row(&mut md, "+ build Arrow record batches", &|s| {
-        st(s, "batch") - st(s, "decode")
+    row(&mut md, "+ append to the trail's column buffers", &|s| {
+        st(s, "columns") - st(s, "decode")
     })?;
-    row(&mut md, "+ encode and compress Parquet", &|s| {
-        st(s, "full") - st(s, "batch")
-    })?;
+    row(
+        &mut md,
+        "+ encode and compress Parquet pages, write",
+        &|s| st(s, "full") - st(s, "columns"),
+    )?;
     row(&mut md, "total", &|s| st(s, "full"))?;
     let seal_ns = median(sealing);
     writeln!(
