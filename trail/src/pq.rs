@@ -256,8 +256,18 @@ impl Dict {
 
 #[inline(always)]
 fn plain_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s);
+    // One capacity check for both parts (two `extend_from_slice` calls cost two
+    // checks and two calls to copy bytes).
+    out.reserve(4 + s.len());
+    let at = out.len();
+    // SAFETY: `reserve` made room for 4 + s.len() bytes after `at`; both copies stay in
+    // it, and every byte up to the new length is written before the length is set.
+    unsafe {
+        let p = out.as_mut_ptr().add(at);
+        std::ptr::copy_nonoverlapping((s.len() as u32).to_le_bytes().as_ptr(), p, 4);
+        std::ptr::copy_nonoverlapping(s.as_ptr(), p.add(4), s.len());
+        out.set_len(at + 4 + s.len());
+    }
 }
 
 /// Bits needed for `v`.
