@@ -476,8 +476,8 @@ mod tests {
                 encodings(c)
             );
         }
-        // And only those: a path column and the short repeated strings are plain.
-        for c in ["file.path", "actor.process.name", "groundtruth.service"] {
+        // And only those: the path columns and the syscall name are plain.
+        for c in ["file.path", "file.path_requested", "groundtruth.syscall"] {
             assert!(
                 !encodings(c).contains(&Encoding::RLE_DICTIONARY),
                 "{c}: {:?}",
