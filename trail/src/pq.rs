@@ -5,18 +5,19 @@
 //! and then letting the generic writer compute definition levels from its null buffers
 //! and encode it took about 5 400 instructions per event, two thirds of the agent's
 //! userspace work per event (`agent/examples/pipeline`). Here an event is pushed once
-//! into per-leaf buffers that already hold what the page needs (definition levels as
-//! runs, strings as PLAIN bytes, integers as values for DELTA_BINARY_PACKED), and a page
-//! is encoded from them with code specialised to this schema.
+//! into per-leaf buffers that already hold what the page needs (a definition level byte
+//! per row, strings as PLAIN bytes, integers as values for DELTA_BINARY_PACKED), and a
+//! page is encoded from them with code specialised to this schema.
 //!
-//! The file is the same Parquet as before for every reader: the schema comes from
-//! [`crate::schema::schema`] (also stored as `ARROW:schema` metadata, as Arrow writers
-//! do), the encodings are the ones the writer used (DELTA_BINARY_PACKED integers,
-//! dictionary-encoded [`DICTIONARY_COLUMNS`], PLAIN strings and booleans, RLE
-//! definition levels, zstd data pages v1), and the footer and page index are written by
-//! the parquet crate's file writer, to which each finished column chunk is handed
-//! (`append_column`). Tests read files back with the parquet crate's Arrow reader and
-//! compare them with [`crate::schema::to_batch`] of the same events.
+//! The file is the same Parquet for readers as the Arrow writer's: the schema comes
+//! from [`crate::schema::schema`] (also stored as `ARROW:schema` metadata, as Arrow
+//! writers do), the encodings are the ones that writer used (DELTA_BINARY_PACKED
+//! integers, dictionary-encoded [`DICTIONARY_COLUMNS`], PLAIN strings and booleans,
+//! RLE/bit-packed hybrid levels and indices, zstd data pages v1), and the footer is
+//! written by the parquet crate's file writer, to which each finished column chunk is
+//! handed (`append_column`); no page index is written. Tests read files back with the
+//! parquet crate's Arrow reader and compare them with the Arrow writer's file of the
+//! same events.
 
 use crate::event::{Event, FileRef};
 use crate::TrailError;
