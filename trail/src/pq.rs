@@ -153,8 +153,9 @@ const PACKED_GROUPS: usize = 63;
 /// group of 8 values: a group of one value extends or starts an RLE run, a mixed group
 /// goes into a bit-packed run (readers decode a bit-packed group in bulk: one RLE run
 /// per value or two, as alternating levels give, made the trail's readers slower,
-/// `groundtruth analyze` by 7% on its bench's trail). The last group, when short, is
-/// bit-packed with zeros after the values (readers know the count).
+/// `groundtruth analyze` by 7% on its bench's trail). The last group, when short,
+/// extends the RLE run of its value or is bit-packed with zeros after its values
+/// (readers know the count).
 fn hybrid<T: Copy + Eq + Into<u32>>(out: &mut Vec<u8>, vals: &[T], width: u32) {
     let bytes = width.div_ceil(8) as usize;
     // The open RLE run (value, count) or bit-packed run (header position, groups).
@@ -171,19 +172,23 @@ fn hybrid<T: Copy + Eq + Into<u32>>(out: &mut Vec<u8>, vals: &[T], width: u32) {
             out[at] = ((groups << 1) | 1) as u8;
         }
     };
-    let mut groups = vals.chunks_exact(8);
-    for g in &mut groups {
+    for g in vals.chunks(8) {
         let v = g[0];
         if g.iter().all(|&x| x == v) {
             match &mut rle {
-                Some((rv, n)) if *rv == v => *n += 8,
-                _ => {
+                Some((rv, n)) if *rv == v => {
+                    *n += g.len();
+                    continue;
+                }
+                // A new RLE run starts with a whole group (a short one is the last).
+                _ if g.len() == 8 => {
                     end_rle(out, &mut rle);
                     end_packed(out, &mut packed);
                     rle = Some((v, 8));
+                    continue;
                 }
+                _ => {}
             }
-            continue;
         }
         end_rle(out, &mut rle);
         if packed.is_some_and(|(_, n)| n == PACKED_GROUPS) {
@@ -195,24 +200,6 @@ fn hybrid<T: Copy + Eq + Into<u32>>(out: &mut Vec<u8>, vals: &[T], width: u32) {
         });
         p.1 += 1;
         pack8(out, g, width);
-    }
-    let tail = groups.remainder();
-    if let Some(&v) = tail.first() {
-        match &mut rle {
-            Some((rv, n)) if *rv == v && tail.iter().all(|&x| x == v) => *n += tail.len(),
-            _ => {
-                end_rle(out, &mut rle);
-                if packed.is_some_and(|(_, n)| n == PACKED_GROUPS) {
-                    end_packed(out, &mut packed);
-                }
-                let p = packed.get_or_insert_with(|| {
-                    out.push(0);
-                    (out.len() - 1, 0)
-                });
-                p.1 += 1;
-                pack8(out, tail, width);
-            }
-        }
     }
     end_rle(out, &mut rle);
     end_packed(out, &mut packed);
