@@ -157,52 +157,81 @@ const PACKED_GROUPS: usize = 63;
 /// extends the RLE run of its value or is bit-packed with zeros after its values
 /// (readers know the count).
 fn hybrid<T: Copy + Eq + Into<u32>>(out: &mut Vec<u8>, vals: &[T], width: u32) {
-    let bytes = width.div_ceil(8) as usize;
-    // The open RLE run (value, count) or bit-packed run (header position, groups).
-    let mut rle: Option<(T, usize)> = None;
-    let mut packed: Option<(usize, usize)> = None;
-    let end_rle = |out: &mut Vec<u8>, rle: &mut Option<(T, usize)>| {
-        if let Some((v, n)) = rle.take() {
-            varint(out, (n as u64) << 1);
-            out.extend_from_slice(&v.into().to_le_bytes()[..bytes]);
-        }
+    let mut h = Runs {
+        rle: None,
+        packed: None,
+        width,
     };
-    let end_packed = |out: &mut Vec<u8>, packed: &mut Option<(usize, usize)>| {
-        if let Some((at, groups)) = packed.take() {
-            out[at] = ((groups << 1) | 1) as u8;
-        }
-    };
-    for g in vals.chunks(8) {
+    let mut groups = vals.chunks_exact(8);
+    for g in &mut groups {
+        // As an array, the test of a uniform group is unrolled.
+        let g: &[T; 8] = g.try_into().expect("chunks of 8");
         let v = g[0];
-        if g.iter().all(|&x| x == v) {
-            match &mut rle {
+        h.group(out, g, g.iter().all(|&x| x == v));
+    }
+    let tail = groups.remainder();
+    if let Some(&v) = tail.first() {
+        h.group(out, tail, tail.iter().all(|&x| x == v));
+    }
+    h.end_rle(out);
+    h.end_packed(out);
+}
+
+/// The runs [`hybrid`] has open.
+struct Runs<T> {
+    /// An RLE run: value, count.
+    rle: Option<(T, usize)>,
+    /// A bit-packed run: where its header byte is, groups so far.
+    packed: Option<(usize, usize)>,
+    width: u32,
+}
+
+impl<T: Copy + Eq + Into<u32>> Runs<T> {
+    /// The next group of 8 values (fewer: the last); `uniform` when all are equal.
+    #[inline(always)]
+    fn group(&mut self, out: &mut Vec<u8>, g: &[T], uniform: bool) {
+        if uniform {
+            let v = g[0];
+            match &mut self.rle {
                 Some((rv, n)) if *rv == v => {
                     *n += g.len();
-                    continue;
+                    return;
                 }
                 // A new RLE run starts with a whole group (a short one is the last).
                 _ if g.len() == 8 => {
-                    end_rle(out, &mut rle);
-                    end_packed(out, &mut packed);
-                    rle = Some((v, 8));
-                    continue;
+                    self.end_rle(out);
+                    self.end_packed(out);
+                    self.rle = Some((v, 8));
+                    return;
                 }
                 _ => {}
             }
         }
-        end_rle(out, &mut rle);
-        if packed.is_some_and(|(_, n)| n == PACKED_GROUPS) {
-            end_packed(out, &mut packed);
+        self.end_rle(out);
+        if self.packed.is_some_and(|(_, n)| n == PACKED_GROUPS) {
+            self.end_packed(out);
         }
-        let p = packed.get_or_insert_with(|| {
+        let p = self.packed.get_or_insert_with(|| {
             out.push(0);
             (out.len() - 1, 0)
         });
         p.1 += 1;
-        pack8(out, g, width);
+        pack8(out, g, self.width);
     }
-    end_rle(out, &mut rle);
-    end_packed(out, &mut packed);
+
+    fn end_rle(&mut self, out: &mut Vec<u8>) {
+        if let Some((v, n)) = self.rle.take() {
+            varint(out, (n as u64) << 1);
+            let bytes = self.width.div_ceil(8) as usize;
+            out.extend_from_slice(&v.into().to_le_bytes()[..bytes]);
+        }
+    }
+
+    fn end_packed(&mut self, out: &mut [u8]) {
+        if let Some((at, groups)) = self.packed.take() {
+            out[at] = ((groups << 1) | 1) as u8;
+        }
+    }
 }
 
 /// A group of eight values of `width` bits, least significant first; when `g` holds
@@ -218,12 +247,19 @@ fn pack8<T: Copy + Into<u32>>(out: &mut Vec<u8>, g: &[T], width: u32) {
         out.extend_from_slice(&acc.to_le_bytes()[..width as usize]);
         return;
     }
-    // Wider (dictionaries of more than 256 values): 8 * width bits, a whole number of
-    // bytes, through a 128-bit accumulator.
+    // Wider: dictionaries of more than 256 values.
+    let values = (0..8).map(|k| g.get(k).map_or(0, |&x| x.into()) as u64);
+    pack_bits(out, values, width);
+}
+
+/// `values` of `width` bits each, least significant first. The callers pack 8 or 32
+/// values: a whole number of bytes at any width.
+#[inline]
+fn pack_bits(out: &mut Vec<u8>, values: impl Iterator<Item = u64>, width: u32) {
     let mut acc: u128 = 0;
     let mut have = 0u32;
-    for k in 0..8 {
-        acc |= (g.get(k).map_or(0, |&x| x.into()) as u128) << have;
+    for x in values {
+        acc |= (x as u128) << have;
         have += width;
         if have >= 64 {
             out.extend_from_slice(&(acc as u64).to_le_bytes());
@@ -413,21 +449,9 @@ fn delta_encode(out: &mut Vec<u8>, v: &[i64], wide: bool) {
             if lo >= n || w == 0 {
                 continue;
             }
-            // 32 values of `w` bits, least significant first; padding values are 0.
-            let mut acc: u128 = 0;
-            let mut have = 0u32;
-            for (k, &d) in deltas.iter().enumerate().skip(lo).take(32) {
-                let x = if k < n { off(d) } else { 0 };
-                acc |= (x as u128) << have;
-                have += w;
-                if have >= 64 {
-                    out.extend_from_slice(&(acc as u64).to_le_bytes());
-                    acc >>= 64;
-                    have -= 64;
-                }
-            }
-            // 32 * w bits is a whole number of bytes.
-            out.extend_from_slice(&(acc as u64).to_le_bytes()[..(have / 8) as usize]);
+            // 32 values; the padding values after the last delta are 0.
+            let values = (lo..lo + 32).map(|k| if k < n { off(deltas[k]) } else { 0 });
+            pack_bits(out, values, w);
         }
         i += n;
     }
