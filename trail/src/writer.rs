@@ -1,6 +1,7 @@
-//! Writing a trail: events are buffered into record batches and written as zstd Parquet
-//! segments. A segment is written under a temporary name and renamed when complete, so
-//! a reader never sees a half-written `segment-*.parquet`.
+//! Writing a trail: events are encoded into the columns of a segment's row group as
+//! they come ([`crate::pq`]) and written as a zstd Parquet segment when it is complete
+//! (by rows, bytes or age). A segment is written under a temporary name and renamed
+//! when complete, so a reader never sees a half-written `segment-*.parquet`.
 
 use crate::{meta, pq, schema, Event, TrailError};
 use parquet::{
@@ -54,7 +55,8 @@ pub struct RunInfo {
 
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
-    /// Rows per record batch (and row group granularity).
+    /// Every this many rows the writer encodes the column pages that are full and
+    /// looks at the segment's size and age.
     pub batch_rows: usize,
     /// A new segment is started after this many rows,
     pub segment_rows: usize,
