@@ -19,7 +19,7 @@
 //! parquet crate's Arrow reader and compare them with the Arrow writer's file of the
 //! same events.
 
-use crate::event::{Event, FileRef};
+use crate::event::{Event, FileRef, Label, Shared};
 use crate::TrailError;
 use parquet::{
     basic::{Compression, Encoding, ZstdLevel},
@@ -285,10 +285,48 @@ struct Dict {
     /// command line, the activities of a loop), found here without hashing.
     recent: [u32; 4],
     next_recent: usize,
+    /// The last few values pushed that are known by identity ([`Dict::push_known`]),
+    /// and their indices.
+    known: [(Option<Keep>, u32); 4],
+    next_known: usize,
     /// Over [`DICT_BYTES`]: values go to `plain` from the next page on.
     full: bool,
     plain: Vec<u8>,
     count: usize,
+}
+
+/// A dictionary column's value for [`Dict::push_known`].
+enum Known<'a> {
+    Shared(&'a Shared),
+    Static(&'static str),
+    Text(&'a str),
+}
+
+impl Known<'_> {
+    fn text(&self) -> &str {
+        match self {
+            Known::Shared(a) => a,
+            Known::Static(s) => s,
+            Known::Text(s) => s,
+        }
+    }
+}
+
+impl<'a> From<&'a Label> for Known<'a> {
+    fn from(l: &'a Label) -> Self {
+        match l {
+            std::borrow::Cow::Borrowed(s) => Known::Static(s),
+            std::borrow::Cow::Owned(s) => Known::Text(s),
+        }
+    }
+}
+
+/// What identifies the last value: a reference to the shared text (so that its memory
+/// is not freed and reused for another text while kept), or the address and length of
+/// static text.
+enum Keep {
+    Shared(Shared),
+    Static(usize, usize),
 }
 
 /// The hash map's hasher for keys that are already hashes.
@@ -329,17 +367,49 @@ impl Dict {
         &self.page[at as usize..(at + len) as usize]
     }
 
+    /// A value that can be known by its identity: the same shared text or static text
+    /// as one of the last few pushed is the same value without comparing its bytes.
     #[inline]
-    fn push(&mut self, s: &[u8]) {
+    fn push_known(&mut self, k: Known) {
+        if !self.full {
+            let same = self.known.iter().find_map(|(keep, id)| match (keep, &k) {
+                (Some(Keep::Shared(a)), Known::Shared(b)) if Arc::ptr_eq(a, b) => Some(*id),
+                (Some(Keep::Static(p, n)), Known::Static(s))
+                    if *p == s.as_ptr() as usize && *n == s.len() =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            });
+            if let Some(id) = same {
+                self.ids.push(id);
+                return;
+            }
+        }
+        let Some(id) = self.push(k.text().as_bytes()) else {
+            return;
+        };
+        let keep = match k {
+            Known::Shared(a) => Keep::Shared(a.clone()),
+            Known::Static(s) => Keep::Static(s.as_ptr() as usize, s.len()),
+            Known::Text(_) => return,
+        };
+        self.known[self.next_known] = (Some(keep), id);
+        self.next_known = (self.next_known + 1) % self.known.len();
+    }
+
+    /// Push a value; its index, or None when the dictionary is full.
+    #[inline]
+    fn push(&mut self, s: &[u8]) -> Option<u32> {
         if self.full {
             plain_str(&mut self.plain, s);
             self.count += 1;
-            return;
+            return None;
         }
         for &id in &self.recent {
             if (id as usize) < self.spans.len() && self.value(id) == s {
                 self.ids.push(id);
-                return;
+                return Some(id);
             }
         }
         let h = hash(s);
@@ -361,6 +431,7 @@ impl Dict {
         self.recent[self.next_recent] = id;
         self.next_recent = (self.next_recent + 1) % self.recent.len();
         self.ids.push(id);
+        Some(id)
     }
 
     fn len(&self) -> u32 {
@@ -910,19 +981,19 @@ impl Columns {
     }
 
     #[inline(always)]
-    fn req_dict(&mut self, i: usize, s: &str) {
+    fn req_dict(&mut self, i: usize, k: Known) {
         let l = &mut self.leaves[i];
         debug_assert!(l.max_def == 0 && l.kind == Kind::Dict);
-        l.dict.push(s.as_bytes());
+        l.dict.push_known(k);
     }
 
     #[inline(always)]
-    fn opt_dict(&mut self, i: usize, base: u8, s: Option<&str>) {
+    fn opt_dict(&mut self, i: usize, base: u8, k: Option<Known>) {
         let l = &mut self.leaves[i];
         debug_assert!(l.max_def == base + 1 && l.kind == Kind::Dict);
-        l.levels.push(base + s.is_some() as u8);
-        if let Some(s) = s {
-            l.dict.push(s.as_bytes());
+        l.levels.push(base + k.is_some() as u8);
+        if let Some(k) = k {
+            l.dict.push_known(k);
         }
     }
 
@@ -965,7 +1036,7 @@ impl Columns {
         self.req_int(CLASS, e.class_uid as i64);
         self.req_int(CATEGORY, e.category_uid() as i64);
         self.req_int(ACTIVITY, e.activity_id as i64);
-        self.req_dict(ACTIVITY_NAME, &e.activity_name);
+        self.req_dict(ACTIVITY_NAME, Known::from(&e.activity_name));
         self.req_int(TYPE, e.type_uid());
         self.req_int(STATUS, e.status_id as i64);
         let a = &e.actor;
@@ -973,16 +1044,16 @@ impl Columns {
         self.req_int(A_TID, a.tid as i32 as i64);
         self.req_int(A_UID, a.uid as i32 as i64);
         self.req_int(A_GID, a.gid as i32 as i64);
-        self.req_dict(A_NAME, &a.name);
-        self.opt_dict(A_CMD, 0, a.cmd_line.as_deref());
-        self.opt_dict(A_EXE, 0, a.exe.as_deref());
+        self.req_dict(A_NAME, Known::Shared(&a.name));
+        self.opt_dict(A_CMD, 0, a.cmd_line.as_ref().map(Known::Shared));
+        self.opt_dict(A_EXE, 0, a.exe.as_ref().map(Known::Shared));
         self.req_int(A_PPID, a.ppid as i32 as i64);
         match e.process.as_deref() {
             Some(p) => {
                 self.present(0);
                 self.opt_int(P_PID, 0, Some(p.pid as i32 as i64));
                 self.opt_str(P_NAME, 1, p.name.as_deref());
-                self.opt_dict(P_CMD, 1, p.cmd_line.as_deref());
+                self.opt_dict(P_CMD, 1, p.cmd_line.as_ref().map(Known::Shared));
                 self.opt_str(P_EXE, 1, p.exe.as_deref());
                 self.opt_str(P_CWD, 1, p.cwd.as_deref());
                 self.opt_int(P_CODE, 1, p.exit_code.map(i64::from));
@@ -1024,7 +1095,7 @@ impl Columns {
         self.req_int(G, g.cpu as i32 as i64);
         self.req_int(G + 1, g.sequence as i64);
         self.req_int(G + 2, g.cgroup_id as i64);
-        self.req_dict(G + 3, &g.service);
+        self.req_dict(G + 3, Known::Shared(&g.service));
         self.opt_str(G + 4, 0, g.syscall.as_deref());
         self.opt_int(G + 5, 0, g.ret);
         self.opt_int(G + 6, 0, g.errno.map(i64::from));
