@@ -29,8 +29,7 @@ use parquet::{
     },
     schema::types::{ColumnDescPtr, SchemaDescriptor},
 };
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, OnceLock};
 
 /// Leaf columns written with dictionary encoding (dotted paths): those whose values
@@ -273,18 +272,12 @@ fn pack_bits(out: &mut Vec<u8>, values: impl Iterator<Item = u64>, width: u32) {
 /// A dictionary-encoded string column chunk.
 #[derive(Default)]
 struct Dict {
-    /// Value hash to the dictionary indices with that hash.
-    index: HashMap<u64, Vec<u32>, BuildHasherDefault<Identity>>,
+    /// Each value's index.
+    index: FxHashMap<Box<[u8]>, u32>,
     /// The dictionary page's values (PLAIN).
     page: Vec<u8>,
-    /// Where each value's bytes are in `page`.
-    spans: Vec<(u32, u32)>,
     /// Indices of the values of the page being built.
     ids: Vec<u32>,
-    /// Recently pushed indices: consecutive events repeat a few values (one process's
-    /// command line, the activities of a loop), found here without hashing.
-    recent: [u32; 4],
-    next_recent: usize,
     /// The last few values pushed that are known by identity ([`Dict::push_known`]),
     /// and their indices.
     known: [(Option<Keep>, u32); 4],
@@ -329,44 +322,7 @@ enum Keep {
     Static(usize, usize),
 }
 
-/// The hash map's hasher for keys that are already hashes.
-#[derive(Default)]
-struct Identity(u64);
-
-impl std::hash::Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// FNV-1a over eight bytes at a time, then mixed: dictionary keys are short strings.
-fn hash(s: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ s.len() as u64;
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
-    }
-    for &b in chunks.remainder() {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^ (h >> 33)
-}
-
 impl Dict {
-    fn value(&self, id: u32) -> &[u8] {
-        let (at, len) = self.spans[id as usize];
-        &self.page[at as usize..(at + len) as usize]
-    }
-
     /// A value that can be known by its identity: the same shared text or static text
     /// as one of the last few pushed is the same value without comparing its bytes.
     #[inline]
@@ -406,36 +362,21 @@ impl Dict {
             self.count += 1;
             return None;
         }
-        for &id in &self.recent {
-            if (id as usize) < self.spans.len() && self.value(id) == s {
-                self.ids.push(id);
-                return Some(id);
-            }
-        }
-        let h = hash(s);
-        let found = self
-            .index
-            .get(&h)
-            .and_then(|ids| ids.iter().copied().find(|&id| self.value(id) == s));
-        let id = match found {
-            Some(id) => id,
+        let id = match self.index.get(s) {
+            Some(&id) => id,
             None => {
-                let id = self.spans.len() as u32;
+                let id = self.index.len() as u32;
                 plain_str(&mut self.page, s);
-                let at = self.page.len() - s.len();
-                self.spans.push((at as u32, s.len() as u32));
-                self.index.entry(h).or_default().push(id);
+                self.index.insert(s.into(), id);
                 id
             }
         };
-        self.recent[self.next_recent] = id;
-        self.next_recent = (self.next_recent + 1) % self.recent.len();
         self.ids.push(id);
         Some(id)
     }
 
     fn len(&self) -> u32 {
-        self.spans.len() as u32
+        self.index.len() as u32
     }
 
     fn buffered(&self) -> usize {
