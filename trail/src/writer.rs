@@ -225,7 +225,6 @@ impl TrailWriter {
         r.1 = r.1.max(g.sequence);
         open.rows += 1;
         self.total_rows += 1;
-        drop(ev);
         // Segments hold exactly `segment_rows` events (the last one fewer); sizes,
         // ages and pages are looked at every `batch_rows` events.
         if open.rows >= self.opts.segment_rows.max(1) {

@@ -53,8 +53,8 @@ pub const COLUMNS: &[&str] = &[
     "groundtruth.connection_id",
 ];
 
-/// The columns of [`COLUMNS`] the trail dictionary-encodes (docs/schema.md), read as
-/// dictionaries (a row's string is not copied).
+/// Of [`COLUMNS`], those read as dictionaries (a row's string is not copied): the
+/// trail dictionary-encodes them (`trail::pq::DICTIONARY_COLUMNS`, with others).
 pub const DICTIONARY_COLUMNS: &[&str] = &["activity_name", "actor.process.file.path"];
 
 /// How long a closed file waits for an Acquire that continues it.
