@@ -27,8 +27,12 @@ use std::{
 /// Items can arrive this much out of time order (per source) and still be matched.
 pub const REORDER_NS: i64 = 1_000_000_000;
 
-/// How far ahead of its turn an item is prefetched.
-const PREFETCH_AHEAD: usize = 8;
+/// How far ahead of its turn (in its queue run) an item is prefetched, then the index
+/// entries it will look up, then the candidates they hold ([`Matcher::prefetch_run`]).
+const PREFETCH_AHEAD: usize = 12;
+const PREFETCH_KEYS: usize = 6;
+const PREFETCH_CANDIDATES: usize = 2;
+const PREFETCH_PATHS: usize = 1;
 
 /// Fewest dropped-item index references that make a sweep worth its pass.
 const SWEEP_MIN: usize = 4096;
@@ -228,74 +232,250 @@ fn key(parts: impl Hash) -> u64 {
     FxBuildHasher.hash_one(parts)
 }
 
-/// The ids under one index key, oldest first. Most keys (a file's path) hold one or two
-/// ids, kept inline; a key with more (a service's near-miss key) holds a deque.
-enum Bucket {
-    Small { ids: [u64; 2], len: u8 },
-    Large(VecDeque<u64>),
+/// The ids under each index key, oldest first, in an open-addressing table of (key,
+/// ids) entries of 16 bytes (linear probing; the keys are hashes already, so their high
+/// bits place them). Most keys (a file's path) hold one id, kept in the entry; a key
+/// with more holds a deque of them elsewhere. A lookup is one cache miss where a
+/// `HashMap` of deques paid two (its control bytes, then an entry of 40 bytes), in a
+/// table of about half the size, and the entry of a key can be prefetched before it is
+/// needed ([`Index::prefetch`]): deciding an item looks up the other side's ids seconds
+/// after they were last touched.
+#[derive(Default)]
+struct Index {
+    /// Entries keyed `EMPTY` are free; the length is zero or a power of two.
+    entries: Vec<Entry>,
+    len: usize,
+    /// The ids of keys that have more than one, by [`Entry::ids`] & !`MANY`.
+    many: Vec<VecDeque<u64>>,
+    /// Unused deques of `many`.
+    free: Vec<u32>,
 }
 
-impl Default for Bucket {
-    fn default() -> Self {
-        Bucket::Small {
-            ids: [0; 2],
-            len: 0,
-        }
-    }
+#[derive(Clone, Copy)]
+struct Entry {
+    key: u64,
+    /// The key's one id, or `MANY` | the index of its deque in `Index::many`.
+    ids: u64,
 }
 
-impl Bucket {
-    fn push(&mut self, id: u64) {
-        match self {
-            Bucket::Small { ids, len } if *len < 2 => {
-                ids[*len as usize] = id;
-                *len += 1;
-            }
-            Bucket::Small { ids, len } => {
-                let mut v = VecDeque::with_capacity(8);
-                v.extend(&ids[..*len as usize]);
-                v.push_back(id);
-                *self = Bucket::Large(v);
-            }
-            Bucket::Large(v) => v.push_back(id),
+/// The key of a free entry; a real key of this value is stored as `EMPTY + 1` (the
+/// ids of the two keys are then one list: every candidate is checked anyway).
+const EMPTY: u64 = 0;
+const FREE: Entry = Entry { key: EMPTY, ids: 0 };
+/// Flags an entry's ids as a deque's index (item ids stay far below).
+const MANY: u64 = 1 << 63;
+
+/// Fewest entries of a table.
+const MIN_ENTRIES: usize = 64;
+
+impl Index {
+    fn stored(k: u64) -> u64 {
+        if k == EMPTY {
+            EMPTY + 1
+        } else {
+            k
         }
     }
 
-    fn front(&self) -> Option<u64> {
-        match self {
-            Bucket::Small { ids, len } => (*len > 0).then_some(ids[0]),
-            Bucket::Large(v) => v.front().copied(),
+    /// Where the probe for `k` starts (`entries` is not empty).
+    fn home(&self, k: u64) -> usize {
+        (k >> (64 - self.entries.len().trailing_zeros())) as usize
+    }
+
+    /// The entry of `k`, or the free entry where it would go.
+    fn find(&self, k: u64) -> usize {
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(k);
+        loop {
+            let e = self.entries[i].key;
+            if e == k || e == EMPTY {
+                return i;
+            }
+            i = (i + 1) & mask;
         }
     }
 
-    fn pop_front(&mut self) {
-        match self {
-            Bucket::Small { ids, len } => {
-                if *len > 0 {
-                    ids[0] = ids[1];
-                    *len -= 1;
-                }
-            }
-            Bucket::Large(v) => {
-                v.pop_front();
+    /// The ids under `k`, oldest first.
+    fn ids(&self, k: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut found = None;
+        if !self.entries.is_empty() {
+            let k = Self::stored(k);
+            let e = self.entries[self.find(k)];
+            if e.key == k {
+                found = Some(e.ids);
             }
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.front().is_none()
-    }
-
-    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let (small, large) = match self {
-            Bucket::Small { ids, len } => (&ids[..*len as usize], None),
-            Bucket::Large(v) => (&[][..], Some(v)),
+        let (one, many) = match found {
+            Some(ids) if ids & MANY != 0 => (None, Some(&self.many[(ids & !MANY) as usize])),
+            one => (one, None),
         };
-        small
-            .iter()
-            .copied()
-            .chain(large.into_iter().flat_map(|v| v.iter().copied()))
+        one.into_iter().chain(many.into_iter().flatten().copied())
     }
+
+    fn push(&mut self, k: u64, id: u64) {
+        debug_assert!(id < MANY);
+        let k = Self::stored(k);
+        // At most three quarters full.
+        if 4 * (self.len + 1) > 3 * self.entries.len() {
+            self.grow();
+        }
+        let i = self.find(k);
+        let e = self.entries[i];
+        if e.key == EMPTY {
+            self.entries[i] = Entry { key: k, ids: id };
+            self.len += 1;
+        } else if e.ids & MANY != 0 {
+            self.many[(e.ids & !MANY) as usize].push_back(id);
+        } else {
+            let d = match self.free.pop() {
+                Some(d) => d as usize,
+                None => {
+                    self.many.push(VecDeque::new());
+                    self.many.len() - 1
+                }
+            };
+            self.many[d].extend([e.ids, id]);
+            self.entries[i].ids = MANY | d as u64;
+        }
+    }
+
+    /// Ask the CPU for the entry of `k`, which is about to be looked up.
+    #[inline]
+    fn prefetch(&self, k: u64) {
+        if !self.entries.is_empty() {
+            prefetch_span(&self.entries[self.home(Self::stored(k))]);
+        }
+    }
+
+    /// Drop each key's ids before its first live one, and the keys left without any:
+    /// one pass over the table, an entry removed in place (the entries after it in its
+    /// run move back where their probes would reach them).
+    fn retain(&mut self, live: impl Fn(u64) -> bool) {
+        let n = self.entries.len();
+        // Start after a free entry: no run of entries wraps around behind the pass.
+        let Some(start) = self.entries.iter().position(|e| e.key == EMPTY) else {
+            return;
+        };
+        let mut step = 1;
+        while step <= n {
+            let i = (start + step) & (n - 1);
+            let e = self.entries[i];
+            if e.key == EMPTY {
+                step += 1;
+                continue;
+            }
+            let keep = if e.ids & MANY == 0 {
+                live(e.ids)
+            } else {
+                let d = (e.ids & !MANY) as usize;
+                let q = &mut self.many[d];
+                while q.front().is_some_and(|&f| !live(f)) {
+                    q.pop_front();
+                }
+                if q.len() <= 1 {
+                    // Back to one id in the entry (or none).
+                    let one = q.pop_front();
+                    self.free.push(d as u32);
+                    if let Some(one) = one {
+                        self.entries[i].ids = one;
+                    }
+                    one.is_some()
+                } else {
+                    true
+                }
+            };
+            if keep {
+                step += 1;
+            } else {
+                // Look at `i` again: an entry from later in the run may move there.
+                self.remove_at(i);
+            }
+        }
+    }
+
+    /// Free entry `i`, moving back the entries after it in its run that probe from at
+    /// or before it.
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.entries.len() - 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.entries[j];
+            if e.key == EMPTY {
+                break;
+            }
+            // `e` may fill the hole at `i` unless its home lies cyclically in (i, j].
+            let h = self.home(e.key);
+            let home_after_hole = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
+            if !home_after_hole {
+                self.entries[i] = e;
+                i = j;
+            }
+        }
+        self.entries[i] = FREE;
+        self.len -= 1;
+    }
+
+    /// Double the table (or make the first one).
+    fn grow(&mut self) {
+        let n = (self.entries.len() * 2).max(MIN_ENTRIES);
+        let old = std::mem::replace(&mut self.entries, vec![FREE; n]);
+        for e in old {
+            if e.key != EMPTY {
+                let i = self.find(e.key);
+                self.entries[i] = e;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Prefetch the first cache line of the paths of `item` that matching compares.
+#[inline(always)]
+fn prefetch_paths(item: &Item) {
+    let (a, b) = match item {
+        Item::Action(a) => (a.a.path.as_deref(), a.a.old_path.as_deref()),
+        Item::Record(r) => (r.r.claim.path.as_deref(), None),
+    };
+    for p in [a, b].into_iter().flatten() {
+        prefetch_lines(p.as_ptr() as *const i8, 1);
+    }
+}
+
+/// Prefetch the cache lines that `x` spans.
+#[inline(always)]
+fn prefetch_span<T>(x: &T) {
+    let p = x as *const T as usize;
+    let first = p & !63;
+    let lines = (p + std::mem::size_of::<T>() - first).div_ceil(64);
+    prefetch_lines(first as *const i8, lines);
+}
+
+/// Prefetch `lines` cache lines from `p` (a hint: it never faults).
+#[inline(always)]
+fn prefetch_lines(p: *const i8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for l in 0..lines {
+        // SAFETY: prefetching is a hint; it never faults or changes memory.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, lines);
 }
 
 /// The index keys of an action (at most four; the first is the near-miss key).
@@ -452,16 +632,17 @@ impl Lanes {
         self.least
     }
 
-    fn pop(&mut self) -> Option<(i64, u64)> {
+    /// Take the least key; also says which run it came from.
+    fn pop(&mut self) -> Option<((i64, u64), usize)> {
         let least = self.least?;
-        let run = self
+        let at = self
             .runs
-            .iter_mut()
-            .find(|r| r.front() == Some(&least))
+            .iter()
+            .position(|r| r.front() == Some(&least))
             .expect("the least key is a run's front");
-        run.pop_front();
+        self.runs[at].pop_front();
         self.least = self.runs.iter().filter_map(|r| r.front().copied()).min();
-        Some(least)
+        Some((least, at))
     }
 }
 
@@ -473,8 +654,8 @@ pub struct Matcher<'x> {
     /// Whether `items[i]` is held (a compact copy of `items[i].is_some()`).
     alive: VecDeque<bool>,
     base: u64,
-    actions_by_key: HashMap<u64, Bucket>,
-    records_by_key: HashMap<u64, Bucket>,
+    actions_by_key: Index,
+    records_by_key: Index,
     /// Actions by their near-miss key (service and class), in arrival order.
     near: HashMap<u64, VecDeque<Near>>,
     /// Network actions by (client, server), for the peer's service.
@@ -554,8 +735,8 @@ impl<'x> Matcher<'x> {
             items: Slots::default(),
             alive: VecDeque::new(),
             base: 0,
-            actions_by_key: HashMap::default(),
-            records_by_key: HashMap::default(),
+            actions_by_key: Index::default(),
+            records_by_key: Index::default(),
             near: HashMap::default(),
             conns: HashMap::default(),
             queue: Lanes::default(),
@@ -626,6 +807,22 @@ impl<'x> Matcher<'x> {
         }
     }
 
+    /// Ask the CPU for the index entries that action `a` will be filed under: a caller
+    /// that knows its next action before it is its turn calls this, and the insertion
+    /// finds them in the cache (keys are random: each insertion was a cache miss).
+    pub fn prefetch_action(&self, a: &Action) {
+        for &k in &Self::action_keys(a).as_slice()[1..] {
+            self.actions_by_key.prefetch(k);
+        }
+    }
+
+    /// As [`Matcher::prefetch_action`], for record `r`.
+    pub fn prefetch_record(&self, r: &Record) {
+        if !Self::near_keyed(r) {
+            self.records_by_key.prefetch(Self::record_key(r));
+        }
+    }
+
     /// Add a kernel action.
     pub fn push_action(&mut self, mut a: Action) {
         let svc = self.canonical(&mut a.service);
@@ -676,7 +873,7 @@ impl<'x> Matcher<'x> {
             never: Cell::new(None),
         });
         for &k in &keys.as_slice()[1..] {
-            self.actions_by_key.entry(k).or_default().push(id);
+            self.actions_by_key.push(k, id);
         }
     }
 
@@ -695,7 +892,7 @@ impl<'x> Matcher<'x> {
             }),
             deadline,
         );
-        self.records_by_key.entry(k).or_default().push(id);
+        self.records_by_key.push(k, id);
     }
 
     /// Every source has reached `now`: decide what can no longer change.
@@ -710,10 +907,7 @@ impl<'x> Matcher<'x> {
                     self.prefetch_drop();
                     self.drop_front()
                 }
-                (Some((t, id)), _) => {
-                    self.prefetch_decide();
-                    self.decide_next(t, id)
-                }
+                (Some((t, id)), _) => self.decide_next(t, id),
                 (None, Some(_)) => {
                     self.prefetch_drop();
                     self.drop_front()
@@ -727,25 +921,57 @@ impl<'x> Matcher<'x> {
     /// and dropped seconds after they arrived, long out of the cache.
     #[inline]
     fn prefetch(&self, id: u64) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(slot) = self.items.slot(id) {
-            let p = slot as *const Option<Item> as *const i8;
-            // SAFETY: prefetching is a hint; it never faults or changes memory, and `p`
-            // points into a chunk of the items.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128));
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(192));
-            }
+            prefetch_span(slot);
         }
     }
 
-    fn prefetch_decide(&self) {
-        for r in &self.queue.runs {
-            if let Some(&(_, id)) = r.get(PREFETCH_AHEAD) {
-                self.prefetch(id);
+    /// After a decision taken from the front of queue run `run`, get what its next
+    /// decisions read on the way to the cache, in stages (each item of the run passes
+    /// every stage, one decision of the run apart): the item itself, then the index
+    /// entries of the other side under its keys (read from the item, in the cache by
+    /// then), then the candidates those entries name.
+    fn prefetch_run(&self, run: usize) {
+        let Some(r) = self.queue.runs.get(run) else {
+            return;
+        };
+        if let Some(&(_, id)) = r.get(PREFETCH_AHEAD) {
+            self.prefetch(id);
+        }
+        let looked_up = |at: usize| {
+            let (_, id) = *r.get(at)?;
+            let (keys, skip, is_action, via_near) = Self::lookup(self.get(id)?);
+            let index = if is_action {
+                &self.records_by_key
+            } else {
+                &self.actions_by_key
+            };
+            (!via_near).then_some((index, keys, skip))
+        };
+        if let Some((index, keys, skip)) = looked_up(PREFETCH_KEYS) {
+            for &k in &keys.as_slice()[skip..] {
+                index.prefetch(k);
+            }
+        }
+        if let Some((index, keys, skip)) = looked_up(PREFETCH_CANDIDATES) {
+            for &k in &keys.as_slice()[skip..] {
+                for cid in index.ids(k).take(2) {
+                    self.prefetch(cid);
+                }
+            }
+        }
+        // Last, the paths that the decision compares (the item's own, and those of
+        // the candidates prefetched a decision ago): their text is elsewhere again.
+        if let Some(item) = r.get(PREFETCH_PATHS).and_then(|&(_, id)| self.get(id)) {
+            prefetch_paths(item);
+            if let Some((index, keys, skip)) = looked_up(PREFETCH_PATHS) {
+                for &k in &keys.as_slice()[skip..] {
+                    for cid in index.ids(k).take(2) {
+                        if let Some(c) = self.get(cid) {
+                            prefetch_paths(c);
+                        }
+                    }
+                }
             }
         }
     }
@@ -818,7 +1044,9 @@ impl<'x> Matcher<'x> {
     }
 
     fn decide_next(&mut self, t: i64, id: u64) {
-        self.queue.pop();
+        if let Some((_, run)) = self.queue.pop() {
+            self.prefetch_run(run);
+        }
         self.decide(id);
         // A decided record is nobody's candidate any more (only pending ones are): it
         // goes now. An action stays one more window, for `nearest`.
@@ -888,16 +1116,8 @@ impl<'x> Matcher<'x> {
                 .copied()
                 .unwrap_or(false)
         };
-        for map in [&mut self.actions_by_key, &mut self.records_by_key] {
-            map.retain(|_, b| {
-                while let Some(f) = b.front() {
-                    if live(f) {
-                        break;
-                    }
-                    b.pop_front();
-                }
-                !b.is_empty()
-            });
+        for index in [&mut self.actions_by_key, &mut self.records_by_key] {
+            index.retain(live);
         }
         self.near.retain(|_, q| {
             while q.front().is_some_and(|n| !live(n.id)) {
@@ -980,26 +1200,31 @@ impl<'x> Matcher<'x> {
     }
 
     /// The best pending candidate for item `id` in the given buckets of the other side.
-    fn best(&self, id: u64) -> Option<(u64, i64)> {
-        let (keys, skip, is_action) = match self.get(id)? {
+    /// Where item `id` looks for candidates: its keys (from `skip` on), whether it is
+    /// an action (so looks among records), and whether it looks in `near`.
+    fn lookup(item: &Item) -> (Keys, usize, bool, bool) {
+        match item {
             // Records find actions through their own (most specific) key; an action
             // looks for records under all of its keys except the near-miss one, which
             // only network records without a port also use.
-            Item::Action(a) => (a.keys, usize::from(!a.a.class.is_network()), true),
-            Item::Record(r) => (Keys::one(r.key), 0, false),
-        };
-        let via_near = matches!(self.get(id), Some(Item::Record(r)) if Self::near_keyed(&r.r));
+            Item::Action(a) => (a.keys, usize::from(!a.a.class.is_network()), true, false),
+            Item::Record(r) => (Keys::one(r.key), 0, false, Self::near_keyed(&r.r)),
+        }
+    }
+
+    fn best(&self, id: u64) -> Option<(u64, i64)> {
+        let (keys, skip, is_action, via_near) = Self::lookup(self.get(id)?);
         let mut best: Option<(Score, u64, i64)> = None;
         for &k in &keys.as_slice()[skip..] {
-            let map = if is_action {
+            let index = if is_action {
                 &self.records_by_key
             } else {
                 &self.actions_by_key
             };
             let near = via_near.then(|| self.near.get(&k)).flatten();
-            let bucket = (!via_near).then(|| map.get(&k)).flatten();
             let ids = near.into_iter().flat_map(|q| q.iter().map(|n| n.id));
-            for cid in ids.chain(bucket.into_iter().flat_map(Bucket::ids)) {
+            let indexed = (!via_near).then(|| index.ids(k)).into_iter().flatten();
+            for cid in ids.chain(indexed) {
                 let Some(item) = self.get(cid) else { continue };
                 let (r, a) = match (self.get(id), item) {
                     (Some(Item::Action(a)), Item::Record(r)) if r.state == State::Pending => {
@@ -1659,6 +1884,66 @@ mod tests {
     }
 
     #[test]
+    fn index_holds_what_a_map_of_deques_holds() {
+        // Keys from a small set (lists of ids grow past one and shrink back), with the
+        // empty key and keys sharing their home entry (same high bits: long runs, and
+        // runs that wrap around the table's end); sweeps now and then drop the ids
+        // below a moving mark, as the matcher's do.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let keys: Vec<u64> = (0..300u64)
+            .map(|i| match i % 4 {
+                0 => i,
+                1 => (7 << 58) | i,
+                2 => u64::MAX - i,
+                _ => next(),
+            })
+            .chain([EMPTY])
+            .collect();
+        let mut index = Index::default();
+        let mut model: std::collections::HashMap<u64, VecDeque<u64>> = Default::default();
+        let mut mark = 0;
+        for id in 0..60_000u64 {
+            let k = keys[(next() % keys.len() as u64) as usize];
+            index.push(k, id);
+            model.entry(Index::stored(k)).or_default().push_back(id);
+            if id % 997 == 0 {
+                // Most ids live, or almost none.
+                mark = id.saturating_sub(if id % 3 == 0 { 2 } else { 300 });
+                let live = |i: u64| i >= mark;
+                index.retain(live);
+                model.retain(|_, q| {
+                    q.retain(|&i| live(i));
+                    !q.is_empty()
+                });
+            }
+            if id % 101 == 0 || id % 997 == 0 {
+                assert_eq!(index.len(), model.len());
+                for &k in &keys {
+                    // Ids below the mark may linger behind a live one (lists are
+                    // trimmed at their front only); the live ones are all there.
+                    let got: Vec<u64> = index.ids(k).filter(|&i| i >= mark).collect();
+                    let want: Vec<u64> = model
+                        .get(&Index::stored(k))
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .collect();
+                    assert_eq!(got, want, "key {k:#x}");
+                }
+            }
+        }
+        // At most three quarters full; the deques of keys back to one id are reused.
+        assert!(4 * index.len() <= 3 * index.entries.len());
+        assert!(index.many.len() - index.free.len() <= index.len());
+    }
+
+    #[test]
     fn lanes_pop_in_key_order_whatever_the_interleaving() {
         // Deterministic pseudo-random streams: several sorted runs interleaved (more
         // than LANES of them, so out-of-order inserts happen too), plus stragglers.
@@ -1688,13 +1973,15 @@ mod tests {
             if r % 3 == 0 {
                 let low = *want.iter().min().unwrap();
                 assert_eq!(lanes.peek(), Some(low));
-                assert_eq!(lanes.pop(), Some(low));
+                let (key, run) = lanes.pop().unwrap();
+                assert_eq!(key, low);
+                assert!(run < lanes.runs.len());
                 want.retain(|w| *w != low);
             }
         }
         want.sort();
         let mut got = Vec::new();
-        while let Some(e) = lanes.pop() {
+        while let Some((e, _)) = lanes.pop() {
             got.push(e);
         }
         assert_eq!(got, want);

@@ -351,6 +351,14 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         }
     };
     let mut kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
+    // Each source's next item is known before its turn: the matcher prefetches where
+    // it will file it.
+    if let Some(a) = folder.front() {
+        matcher.prefetch_action(a);
+    }
+    for r in logs.iter().filter_map(|(_, head)| head.as_ref()) {
+        matcher.prefetch_record(r);
+    }
     loop {
         // The source whose next item is earliest.
         let mut pick: Option<(i64, Option<usize>)> = kernel.map(|t| (t, None));
@@ -366,11 +374,17 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             None => {
                 matcher.push_action(folder.pop().expect("the folder's next action"));
                 kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
+                if let Some(a) = folder.front() {
+                    matcher.prefetch_action(a);
+                }
             }
             Some(i) => {
                 let (log, head) = &mut logs[i];
                 matcher.push_record(head.take().unwrap());
                 *head = log.next_record().map_err(|m| m.to_string())?;
+                if let Some(r) = head {
+                    matcher.prefetch_record(r);
+                }
             }
         }
         matcher.advance(t);
