@@ -32,7 +32,6 @@ pub const REORDER_NS: i64 = 1_000_000_000;
 const PREFETCH_AHEAD: usize = 12;
 const PREFETCH_KEYS: usize = 6;
 const PREFETCH_CANDIDATES: usize = 2;
-const PREFETCH_PATHS: usize = 1;
 
 /// Fewest dropped-item index references that make a sweep worth its pass.
 const SWEEP_MIN: usize = 4096;
@@ -310,6 +309,28 @@ impl Index {
             one => (one, None),
         };
         one.into_iter().chain(many.into_iter().flatten().copied())
+    }
+
+    /// The first two ids under `k` (`u64::MAX` for none), for prefetching.
+    #[inline]
+    fn first_two(&self, k: u64) -> [u64; 2] {
+        let none = [u64::MAX; 2];
+        if self.entries.is_empty() {
+            return none;
+        }
+        let k = Self::stored(k);
+        let e = self.entries[self.find(k)];
+        if e.key != k {
+            none
+        } else if e.ids & MANY == 0 {
+            [e.ids, u64::MAX]
+        } else {
+            let q = &self.many[(e.ids & !MANY) as usize];
+            [
+                q.front().copied().unwrap_or(u64::MAX),
+                q.get(1).copied().unwrap_or(u64::MAX),
+            ]
+        }
     }
 
     fn push(&mut self, k: u64, id: u64) {
@@ -940,36 +961,30 @@ impl<'x> Matcher<'x> {
         }
         let looked_up = |at: usize| {
             let (_, id) = *r.get(at)?;
-            let (keys, skip, is_action, via_near) = Self::lookup(self.get(id)?);
+            let item = self.get(id)?;
+            let (keys, skip, is_action, via_near) = Self::lookup(item);
             let index = if is_action {
                 &self.records_by_key
             } else {
                 &self.actions_by_key
             };
-            (!via_near).then_some((index, keys, skip))
+            Some((item, index, keys, skip, via_near))
         };
-        if let Some((index, keys, skip)) = looked_up(PREFETCH_KEYS) {
-            for &k in &keys.as_slice()[skip..] {
-                index.prefetch(k);
-            }
-        }
-        if let Some((index, keys, skip)) = looked_up(PREFETCH_CANDIDATES) {
-            for &k in &keys.as_slice()[skip..] {
-                for cid in index.ids(k).take(2) {
-                    self.prefetch(cid);
+        // The item is in the cache by now; so are the paths that deciding it compares
+        // with the candidates' (their text is elsewhere again).
+        if let Some((item, index, keys, skip, via_near)) = looked_up(PREFETCH_KEYS) {
+            prefetch_paths(item);
+            if !via_near {
+                for &k in &keys.as_slice()[skip..] {
+                    index.prefetch(k);
                 }
             }
         }
-        // Last, the paths that the decision compares (the item's own, and those of
-        // the candidates prefetched a decision ago): their text is elsewhere again.
-        if let Some(item) = r.get(PREFETCH_PATHS).and_then(|&(_, id)| self.get(id)) {
-            prefetch_paths(item);
-            if let Some((index, keys, skip)) = looked_up(PREFETCH_PATHS) {
-                for &k in &keys.as_slice()[skip..] {
-                    for cid in index.ids(k).take(2) {
-                        if let Some(c) = self.get(cid) {
-                            prefetch_paths(c);
-                        }
+        if let Some((_, index, keys, skip, false)) = looked_up(PREFETCH_CANDIDATES) {
+            for &k in &keys.as_slice()[skip..] {
+                for cid in index.first_two(k) {
+                    if let Some(slot) = self.items.slot(cid) {
+                        prefetch_span(slot);
                     }
                 }
             }
