@@ -991,9 +991,13 @@ impl<'x> Matcher<'x> {
         }
     }
 
+    /// As `prefetch_run`, for drops: the item, then the paths that freeing it writes to.
     fn prefetch_drop(&self) {
         if let Some(&(_, id)) = self.drops.get(PREFETCH_AHEAD) {
             self.prefetch(id);
+        }
+        if let Some(item) = self.drops.get(PREFETCH_KEYS).and_then(|&(_, id)| self.get(id)) {
+            prefetch_paths(item);
         }
     }
 
