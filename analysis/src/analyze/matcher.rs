@@ -32,6 +32,8 @@ pub const REORDER_NS: i64 = 1_000_000_000;
 const PREFETCH_AHEAD: usize = 12;
 const PREFETCH_KEYS: usize = 6;
 const PREFETCH_CANDIDATES: usize = 2;
+/// How far ahead of the items prefetched the queues themselves are.
+const PREFETCH_QUEUE: usize = 16;
 
 /// Fewest dropped-item index references that make a sweep worth its pass.
 const SWEEP_MIN: usize = 4096;
@@ -956,6 +958,11 @@ impl<'x> Matcher<'x> {
         let Some(r) = self.queue.runs.get(run) else {
             return;
         };
+        // The queue itself, a few of its lines ahead (a run is long, and read at the
+        // pace of decisions).
+        if let Some(e) = r.get(PREFETCH_AHEAD + PREFETCH_QUEUE) {
+            prefetch_span(e);
+        }
         if let Some(&(_, id)) = r.get(PREFETCH_AHEAD) {
             self.prefetch(id);
         }
@@ -993,10 +1000,17 @@ impl<'x> Matcher<'x> {
 
     /// As `prefetch_run`, for drops: the item, then the paths that freeing it writes to.
     fn prefetch_drop(&self) {
+        if let Some(e) = self.drops.get(PREFETCH_AHEAD + PREFETCH_QUEUE) {
+            prefetch_span(e);
+        }
         if let Some(&(_, id)) = self.drops.get(PREFETCH_AHEAD) {
             self.prefetch(id);
         }
-        if let Some(item) = self.drops.get(PREFETCH_KEYS).and_then(|&(_, id)| self.get(id)) {
+        if let Some(item) = self
+            .drops
+            .get(PREFETCH_KEYS)
+            .and_then(|&(_, id)| self.get(id))
+        {
             prefetch_paths(item);
         }
     }
