@@ -1916,19 +1916,23 @@ mod tests {
         assert_eq!((s.max_abs_ns, s.early, s.count), (5_000_000, 1, 5));
     }
 
+    /// Deterministic pseudo-random numbers (xorshift64) from a non-zero seed.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     #[test]
     fn index_holds_what_a_map_of_deques_holds() {
         // Keys from a small set (lists of ids grow past one and shrink back), with the
         // empty key and keys sharing their home entry (same high bits: long runs, and
         // runs that wrap around the table's end); sweeps now and then drop the ids
         // below a moving mark, as the matcher's do.
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let keys: Vec<u64> = (0..300u64)
             .map(|i| match i % 4 {
                 0 => i,
@@ -1980,13 +1984,7 @@ mod tests {
     fn lanes_pop_in_key_order_whatever_the_interleaving() {
         // Deterministic pseudo-random streams: several sorted runs interleaved (more
         // than LANES of them, so out-of-order inserts happen too), plus stragglers.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut lanes = Lanes::default();
         let mut want = Vec::new();
         let mut heads = [0i64; 7];
@@ -1995,7 +1993,7 @@ mod tests {
             let s = (r % 7) as usize;
             heads[s] += (r >> 8) as i64 % 1000;
             // One in 50 keys far behind its stream.
-            let t = if r % 50 == 0 {
+            let t = if r.is_multiple_of(50) {
                 heads[s] - 5_000
             } else {
                 heads[s]
@@ -2003,7 +2001,7 @@ mod tests {
             lanes.push((t, id));
             want.push((t, id));
             // Pop now and then, as the matcher does while items arrive.
-            if r % 3 == 0 {
+            if r.is_multiple_of(3) {
                 let low = *want.iter().min().unwrap();
                 assert_eq!(lanes.peek(), Some(low));
                 let (key, run) = lanes.pop().unwrap();
