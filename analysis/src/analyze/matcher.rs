@@ -529,6 +529,13 @@ impl Keys {
     }
 }
 
+/// An item's index keys, computed when the item was prefetched
+/// ([`Matcher::prefetch_action`], [`Matcher::prefetch_record`]) and handed back with it
+/// to be filed ([`Matcher::push_action_filed`], [`Matcher::push_record_filed`]): the
+/// keys hash the item's paths, once.
+#[derive(Clone, Copy)]
+pub struct Filing(Keys);
+
 fn path_key(service: &str, class: Class, path: &str) -> u64 {
     key((0u8, service, class.key_class(), path))
 }
@@ -837,24 +844,35 @@ impl<'x> Matcher<'x> {
     /// Ask the CPU for the index entries that action `a` will be filed under: a caller
     /// that knows its next action before it is its turn calls this, and the insertion
     /// finds them in the cache (keys are random: each insertion was a cache miss).
-    pub fn prefetch_action(&self, a: &Action) {
-        for &k in &Self::action_keys(a).as_slice()[1..] {
+    /// The keys come back, for [`Matcher::push_action_filed`].
+    pub fn prefetch_action(&self, a: &Action) -> Filing {
+        let keys = Self::action_keys(a);
+        for &k in &keys.as_slice()[1..] {
             self.actions_by_key.prefetch(k);
         }
+        Filing(keys)
     }
 
     /// As [`Matcher::prefetch_action`], for record `r`.
-    pub fn prefetch_record(&self, r: &Record) {
+    pub fn prefetch_record(&self, r: &Record) -> Filing {
+        let k = Self::record_key(r);
         if !Self::near_keyed(r) {
-            self.records_by_key.prefetch(Self::record_key(r));
+            self.records_by_key.prefetch(k);
         }
+        Filing(Keys::one(k))
     }
 
     /// Add a kernel action.
-    pub fn push_action(&mut self, mut a: Action) {
+    pub fn push_action(&mut self, a: Action) {
+        let keys = Filing(Self::action_keys(&a));
+        self.push_action_filed(a, keys);
+    }
+
+    /// Add a kernel action with the keys [`Matcher::prefetch_action`] gave for it.
+    pub fn push_action_filed(&mut self, mut a: Action, Filing(keys): Filing) {
+        debug_assert!(keys.as_slice() == Self::action_keys(&a).as_slice());
         let svc = self.canonical(&mut a.service);
         self.services[svc as usize].out.actions += 1;
-        let keys = Self::action_keys(&a);
         let deadline = a.end_ns.saturating_add(self.window);
         let conn = a.conn.as_ref().map(|c| (c.client, c.server));
         let mut peer = None;
@@ -905,10 +923,17 @@ impl<'x> Matcher<'x> {
     }
 
     /// Add an audit record.
-    pub fn push_record(&mut self, mut r: Record) {
+    pub fn push_record(&mut self, r: Record) {
+        let key = Filing(Keys::one(Self::record_key(&r)));
+        self.push_record_filed(r, key);
+    }
+
+    /// Add an audit record with the key [`Matcher::prefetch_record`] gave for it.
+    pub fn push_record_filed(&mut self, mut r: Record, Filing(key): Filing) {
+        let k = key.k[0];
+        debug_assert_eq!(k, Self::record_key(&r));
         let svc = self.canonical(&mut r.service);
         self.services[svc as usize].out.records += 1;
-        let k = Self::record_key(&r);
         let deadline = r.time_ns.saturating_add(self.window);
         let id = self.insert(
             Item::Record(RecordItem {
@@ -973,12 +998,7 @@ impl<'x> Matcher<'x> {
         let looked_up = |at: usize| {
             let (_, id) = *r.get(at)?;
             let item = self.get(id)?;
-            let (keys, skip, is_action, via_near) = Self::lookup(item);
-            let index = if is_action {
-                &self.records_by_key
-            } else {
-                &self.actions_by_key
-            };
+            let (keys, skip, index, via_near) = self.lookup(item);
             Some((item, index, keys, skip, via_near))
         };
         // The item is in the cache by now; so are the paths that deciding it compares
@@ -1236,40 +1256,44 @@ impl<'x> Matcher<'x> {
         }
     }
 
-    /// The best pending candidate for item `id` in the given buckets of the other side.
-    /// Where item `id` looks for candidates: its keys (from `skip` on), whether it is
-    /// an action (so looks among records), and whether it looks in `near`.
-    fn lookup(item: &Item) -> (Keys, usize, bool, bool) {
+    /// Where item `item` looks for candidates: its keys (from `skip` on), the other
+    /// side's index, and whether it looks in `near` instead.
+    fn lookup(&self, item: &Item) -> (Keys, usize, &Index, bool) {
         match item {
             // Records find actions through their own (most specific) key; an action
             // looks for records under all of its keys except the near-miss one, which
             // only network records without a port also use.
-            Item::Action(a) => (a.keys, usize::from(!a.a.class.is_network()), true, false),
-            Item::Record(r) => (Keys::one(r.key), 0, false, Self::near_keyed(&r.r)),
+            Item::Action(a) => (
+                a.keys,
+                usize::from(!a.a.class.is_network()),
+                &self.records_by_key,
+                false,
+            ),
+            Item::Record(r) => (
+                Keys::one(r.key),
+                0,
+                &self.actions_by_key,
+                Self::near_keyed(&r.r),
+            ),
         }
     }
 
+    /// The best pending candidate for item `id` among the other side's items under its
+    /// keys.
     fn best(&self, id: u64) -> Option<(u64, i64)> {
-        let (keys, skip, is_action, via_near) = Self::lookup(self.get(id)?);
+        let me = self.get(id)?;
+        let (keys, skip, index, via_near) = self.lookup(me);
+        let is_action = matches!(me, Item::Action(_));
         let mut best: Option<(Score, u64, i64)> = None;
         for &k in &keys.as_slice()[skip..] {
-            let index = if is_action {
-                &self.records_by_key
-            } else {
-                &self.actions_by_key
-            };
             let near = via_near.then(|| self.near.get(&k)).flatten();
             let ids = near.into_iter().flat_map(|q| q.iter().map(|n| n.id));
             let indexed = (!via_near).then(|| index.ids(k)).into_iter().flatten();
             for cid in ids.chain(indexed) {
                 let Some(item) = self.get(cid) else { continue };
-                let (r, a) = match (self.get(id), item) {
-                    (Some(Item::Action(a)), Item::Record(r)) if r.state == State::Pending => {
-                        (&r.r, a)
-                    }
-                    (Some(Item::Record(r)), Item::Action(a)) if a.state == State::Pending => {
-                        (&r.r, a)
-                    }
+                let (r, a) = match (me, item) {
+                    (Item::Action(a), Item::Record(r)) if r.state == State::Pending => (&r.r, a),
+                    (Item::Record(r), Item::Action(a)) if a.state == State::Pending => (&r.r, a),
                     _ => continue,
                 };
                 if !Self::compatible(r, a) {

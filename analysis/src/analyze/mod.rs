@@ -281,14 +281,20 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         Some(p) => expect::Expectations::load(p, &log_paths)?,
         None => expect::Expectations::defaults(&log_paths),
     };
+    let services: Vec<&str> = opts.logs.iter().map(|l| l.0.as_str()).collect();
+    let mut matcher = matcher::Matcher::new(opts.window_ns, &expect, &services);
+    // Each log with its next record and that record's index keys: each source's next
+    // item is known before its turn, and the matcher prefetches where it will file it.
     let mut logs = Vec::new();
     for (service, path, mapping) in &opts.logs {
         let mut log = audit::AuditLog::open(service, path, mapping.clone(), opts.skip_malformed)?;
         let head = log.next_record().map_err(|m| m.to_string())?;
+        let head = head.map(|r| {
+            let f = matcher.prefetch_record(&r);
+            (r, f)
+        });
         logs.push((log, head));
     }
-    let services: Vec<&str> = opts.logs.iter().map(|l| l.0.as_str()).collect();
-    let mut matcher = matcher::Matcher::new(opts.window_ns, &expect, &services);
     let mut events = trail::stream_batches(&opts.dir, fold::COLUMNS, fold::DICTIONARY_COLUMNS)
         .map_err(|e| e.to_string())?;
     let mut folder = fold::Folder::new();
@@ -351,19 +357,12 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         }
     };
     let mut kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
-    // Each source's next item is known before its turn: the matcher prefetches where
-    // it will file it.
-    if let Some(a) = folder.front() {
-        matcher.prefetch_action(a);
-    }
-    for r in logs.iter().filter_map(|(_, head)| head.as_ref()) {
-        matcher.prefetch_record(r);
-    }
+    let mut kernel_filing = folder.front().map(|a| matcher.prefetch_action(a));
     loop {
         // The source whose next item is earliest.
         let mut pick: Option<(i64, Option<usize>)> = kernel.map(|t| (t, None));
         for (i, (_, head)) in logs.iter().enumerate() {
-            if let Some(r) = head {
+            if let Some((r, _)) = head {
                 if pick.is_none_or(|p| r.time_ns < p.0) {
                     pick = Some((r.time_ns, Some(i)));
                 }
@@ -372,19 +371,22 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         let Some((t, which)) = pick else { break };
         match which {
             None => {
-                matcher.push_action(folder.pop().expect("the folder's next action"));
+                let a = folder.pop().expect("the folder's next action");
+                let f = kernel_filing
+                    .take()
+                    .expect("prefetched as the folder's next");
+                matcher.push_action_filed(a, f);
                 kernel = next_action(&mut folder, &mut closes, &mut close_order, &mut fresh)?;
-                if let Some(a) = folder.front() {
-                    matcher.prefetch_action(a);
-                }
+                kernel_filing = folder.front().map(|a| matcher.prefetch_action(a));
             }
             Some(i) => {
                 let (log, head) = &mut logs[i];
-                matcher.push_record(head.take().unwrap());
-                *head = log.next_record().map_err(|m| m.to_string())?;
-                if let Some(r) = head {
-                    matcher.prefetch_record(r);
-                }
+                let (r, f) = head.take().unwrap();
+                matcher.push_record_filed(r, f);
+                *head = log.next_record().map_err(|m| m.to_string())?.map(|r| {
+                    let f = matcher.prefetch_record(&r);
+                    (r, f)
+                });
             }
         }
         matcher.advance(t);
