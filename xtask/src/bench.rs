@@ -439,7 +439,10 @@ print(f"unaudited={unaudited} unsupported={unsupported} seconds={time.perf_count
 /// `groundtruth analyze` on synthetic trails of 1 and 10 million events (the same
 /// event rate, so the same window holds the same number of items) with their ECS
 /// logs, alternating with DuckDB running the equivalent SQL on the same files.
-fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String> {
+///
+/// `pgo`: the directory of a profile-guided build of `groundtruth` ([`crate::pgo`]),
+/// measured as a third contestant in the same rotation.
+fn analyze_bench(bin: &Path, pgo: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String> {
     let synth = root_dir().join("target/release/examples/synth");
     let python = setup::python_env_dir().join("bin/python");
     let script = tmp.join("duckdb_compare.py");
@@ -455,7 +458,9 @@ fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String
         "reading a library at 20 000 events/s, with ECS logs of every create, rename and delete"
     )?;
     writeln!(md, "(one delete in 1000 unaudited, one fabricated record per 1000 orders). `groundtruth analyze")?;
-    writeln!(md, "--no-verify` (verification is measured above), one process; DuckDB 2.0 with `SET threads=1`")?;
+    writeln!(md, "--no-verify` (verification is measured above), one process, as `cargo build --release` builds it")?;
+    writeln!(md, "and as `cargo xtask pgo` builds it (profile-guided optimisation, trained on a trail of its own:")?;
+    writeln!(md, "xtask/src/pgo.rs); DuckDB 2.0 with `SET threads=1`")?;
     writeln!(
         md,
         "running the equivalent anti-joins (same service, class and path within 2 s; no one-to-one"
@@ -475,12 +480,15 @@ fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String
         let planted = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let want = |k: &str| field(&planted, &format!("{k}=")).unwrap_or(u64::MAX);
         let (ua, us) = (want("unaudited"), want("unsupported"));
-        let mut ours: Vec<ChildUsage> = Vec::new();
+        // Our builds, then DuckDB: measured in a rotation that starts one later each round.
+        let builds = [bin, pgo];
+        let mut ours: [Vec<ChildUsage>; 2] = Default::default();
         let mut duck: Vec<ChildUsage> = Vec::new();
+        let contestants = builds.len() + 1;
         for round in 0..rounds {
-            for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-                if which == 0 {
-                    let mut cmd = Command::new(bin.join("groundtruth"));
+            for which in (0..contestants).map(|i| (i + round) % contestants) {
+                if let Some(build) = builds.get(which) {
+                    let mut cmd = Command::new(build.join("groundtruth"));
                     cmd.arg("analyze").arg(dir.join("trail")).arg("--no-verify");
                     for s in 0..4 {
                         cmd.arg("--audit-log").arg(format!(
@@ -505,7 +513,7 @@ fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String
                             n("unsupported")
                         );
                     }
-                    ours.push(u);
+                    ours[which].push(u);
                 } else {
                     let mut cmd = Command::new(&python);
                     cmd.arg(&script)
@@ -539,12 +547,13 @@ fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String
             )?;
             Ok((cpu, rss as f64))
         };
-        let (our_cpu, our_rss) = row(&mut md, "groundtruth analyze", &ours)?;
+        let (our_cpu, our_rss) = row(&mut md, "groundtruth analyze", &ours[0])?;
+        let (pgo_cpu, _) = row(&mut md, "groundtruth analyze (PGO build)", &ours[1])?;
         let (duck_cpu, _) = row(&mut md, "DuckDB (1 thread)", &duck)?;
-        summary.push((events, our_cpu, our_rss, duck_cpu));
+        summary.push((events, our_cpu, our_rss, pgo_cpu, duck_cpu));
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let (e, cpu, _, duck) = summary[summary.len() - 1];
+    let (e, cpu, _, pgo_cpu, duck) = summary[summary.len() - 1];
     let rss_1m = summary[0].2;
     let rss_10m = summary[summary.len() - 1].2;
     writeln!(md, "\n| metric | value | target |\n| --- | --- | --- |")?;
@@ -553,11 +562,21 @@ fn analyze_bench(bin: &Path, tmp: &Path, rounds: usize) -> anyhow::Result<String
         "| kernel events matched per CPU second (10M trail) | {:.0} | >= 1 000 000 |",
         e as f64 / cpu
     )?;
+    writeln!(
+        md,
+        "| kernel events matched per CPU second (10M trail), PGO build | {:.0} | >= 1 000 000 |",
+        e as f64 / pgo_cpu
+    )?;
     writeln!(md, "| peak RSS, 10M events / 1M events (same rate) | {:.2} | about 1 (bounded by the window) |", rss_10m / rss_1m)?;
     writeln!(
         md,
         "| CPU time, DuckDB / groundtruth analyze (10M) | {:.2} | > 1 |",
         duck / cpu
+    )?;
+    writeln!(
+        md,
+        "| CPU time, DuckDB / groundtruth analyze (10M), PGO build | {:.2} | > 1 |",
+        duck / pgo_cpu
     )?;
     Ok(md)
 }
@@ -1040,7 +1059,13 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         let tmp = root_dir().join("target/bench-tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        let md = analyze_bench(&root_dir().join("target/release"), &tmp, rounds.clamp(2, 3))?;
+        let pgo = crate::pgo::build()?;
+        let md = analyze_bench(
+            &root_dir().join("target/release"),
+            &pgo,
+            &tmp,
+            rounds.clamp(2, 3),
+        )?;
         print!("{md}");
         let _ = std::fs::remove_dir_all(&tmp);
         return Ok(());
@@ -1082,7 +1107,8 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     // Verification throughput against openssl's SHA-256 over the same files.
     let verify_md = verify_bench(&ctx.bin, &ctx.tmp, rounds)?;
     // Matching throughput and memory of `groundtruth analyze`, against DuckDB.
-    let analyze_md = analyze_bench(&ctx.bin, &ctx.tmp, rounds.clamp(2, 3))?;
+    let pgo = crate::pgo::build()?;
+    let analyze_md = analyze_bench(&ctx.bin, &pgo, &ctx.tmp, rounds.clamp(2, 3))?;
 
     // The agent's per-event userspace work without the kernel, stage by stage.
     // Two shapes of records: the file loop's, and short TCP connections'.

@@ -7,8 +7,10 @@
 //! - demo: setup, build, record the three-service shop (demo/shop.py), verify, show the
 //!   handoffs and the analysis that names its two planted audit gaps.
 //! - bench: the benchmarks of docs/benchmarks.md (not a test: prints ratios).
+//! - pgo: `groundtruth` built with profile-guided optimisation, in target/pgo/release.
 
 mod bench;
+mod pgo;
 mod setup;
 mod vm;
 
@@ -213,14 +215,16 @@ fn main() -> std::process::ExitCode {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("pgo") => pgo::build().map(|_| ()),
         Some("vm-test") => vm::vm_test(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|test|demo|bench|vm-test>\n\
+                "usage: cargo xtask <setup|test|demo|bench|pgo|vm-test>\n\
                  \x20 setup  install build prerequisites (idempotent) and check the kernel\n\
                  \x20 test   run every test, the privileged ones included (as root)\n\
                  \x20 demo   record the built-in three-service shop, verify it, analyze its audit logs (as root)\n\
                  \x20 bench  run the benchmarks and write docs/benchmarks.md (as root)\n\
+                 \x20 pgo    build groundtruth with profile-guided optimisation into target/pgo/release\n\
                  \x20 vm-test [--kernel 6.1|6.12|7.3]...  boot Debian kernels in QEMU, check capture in each (as root)"
             );
             return std::process::ExitCode::from(2);

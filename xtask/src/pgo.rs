@@ -1,0 +1,150 @@
+//! `cargo xtask pgo`: `groundtruth` built with profile-guided optimisation.
+//!
+//! Three steps, each in its own target directory so that the ordinary release build in
+//! `target/release` is never touched: an instrumented build (`target/pgo-gen`) runs a
+//! training workload and writes raw profiles; `llvm-profdata` (rustup's `llvm-tools`
+//! component, installed here when missing) merges them; the optimised build
+//! (`target/pgo`) reads the merged profile. The training workload is a synthetic trail
+//! of its own (300 000 events at 5 000 events/s, not the benchmark's trails) analysed
+//! with every report format and verified, so that the profile covers the whole command.
+
+use crate::{cargo, root_dir, run};
+use anyhow::{bail, Context as _};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Events of the training trail, and their rate (events per second).
+const TRAINING_EVENTS: u64 = 300_000;
+const TRAINING_RATE: u64 = 5_000;
+
+/// Where the optimised `groundtruth` is built (its `release` directory).
+pub fn bin_dir() -> PathBuf {
+    root_dir().join("target/pgo/release")
+}
+
+fn rustc_output(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("rustc")
+        .args(args)
+        .current_dir(root_dir())
+        .output()
+        .context("running rustc")?;
+    if !out.status.success() {
+        bail!("`rustc {}` failed: {}", args.join(" "), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `llvm-profdata` of the toolchain that builds the workspace (its LLVM must be the
+/// one that wrote the profiles), installed with rustup when it is missing.
+fn llvm_profdata() -> anyhow::Result<PathBuf> {
+    let sysroot = rustc_output(&["--print", "sysroot"])?;
+    let host = rustc_output(&["--print", "host-tuple"])?;
+    let tool = Path::new(&sysroot).join(format!("lib/rustlib/{host}/bin/llvm-profdata"));
+    if !tool.exists() {
+        run(Command::new("rustup")
+            .args(["component", "add", "llvm-tools"])
+            .current_dir(root_dir()))
+        .context("installing rustup's llvm-tools component (llvm-profdata) for the PGO build")?;
+    }
+    if !tool.exists() {
+        bail!(
+            "{} is still missing after `rustup component add llvm-tools`",
+            tool.display()
+        );
+    }
+    Ok(tool)
+}
+
+/// Run a training command; its own exit code is not the point (analyze exits 1 when it
+/// has findings, which the training trail has), but it must have run to its end.
+fn train(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {}", crate::show(cmd)))?;
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => bail!(
+            "training run `{}` failed ({}): {}",
+            crate::show(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+/// Build `target/pgo/release/groundtruth`; returns its directory.
+pub fn build() -> anyhow::Result<PathBuf> {
+    let profdata = llvm_profdata()?;
+    let root = root_dir();
+    let gen_dir = root.join("target/pgo-gen");
+    let raw = gen_dir.join("profiles");
+    let _ = std::fs::remove_dir_all(&raw);
+    // The synthetic trail generator, built normally.
+    run(cargo().args(["build", "--release", "-p", "analysis", "--example", "synth"]))?;
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "analysis",
+            "--bin",
+            "groundtruth",
+        ])
+        .env("CARGO_TARGET_DIR", &gen_dir)
+        .env("RUSTFLAGS", format!("-Cprofile-generate={}", raw.display())))?;
+    // Profiles of the build scripts that ran during that build are not wanted.
+    let _ = std::fs::remove_dir_all(&raw);
+
+    let data = gen_dir.join("training");
+    let _ = std::fs::remove_dir_all(&data);
+    run(Command::new(root.join("target/release/examples/synth"))
+        .arg(&data)
+        .arg(TRAINING_EVENTS.to_string())
+        .arg(TRAINING_RATE.to_string()))?;
+    let gt = gen_dir.join("release/groundtruth");
+    let trail = data.join("trail");
+    eprintln!(
+        "xtask: training the instrumented groundtruth on {}",
+        data.display()
+    );
+    train(Command::new(&gt).arg("verify").arg(&trail))?;
+    for format in ["json", "text", "junit"] {
+        let mut cmd = Command::new(&gt);
+        cmd.arg("analyze").arg(&trail).arg("--format").arg(format);
+        for s in 0..4 {
+            cmd.arg("--audit-log").arg(format!(
+                "svc{s}={}",
+                data.join(format!("logs/svc{s}.jsonl")).display()
+            ));
+        }
+        train(&mut cmd)?;
+    }
+    let merged = gen_dir.join("groundtruth.profdata");
+    run(Command::new(&profdata)
+        .arg("merge")
+        .arg("-o")
+        .arg(&merged)
+        .arg(&raw))?;
+    let _ = std::fs::remove_dir_all(&data);
+
+    let out_dir = root.join("target/pgo");
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "analysis",
+            "--bin",
+            "groundtruth",
+        ])
+        .env("CARGO_TARGET_DIR", &out_dir)
+        .env("RUSTFLAGS", format!("-Cprofile-use={}", merged.display())))?;
+    let bin = bin_dir();
+    eprintln!(
+        "xtask: built {} (profile-guided; the ordinary build stays in target/release)",
+        bin.join("groundtruth").display()
+    );
+    Ok(bin)
+}
