@@ -375,10 +375,17 @@ fn dir_of(path: &str) -> &str {
 }
 
 /// Whether a (short) file name contains `lit` (not empty): tried at each byte equal
-/// to its first.
+/// to its first, compared byte by byte (literals are a few bytes: a memcmp call for
+/// each `.` of a name, for `**/*.so.*`, was 1.4% of `analyze`).
 fn contains(name: &[u8], lit: &[u8]) -> bool {
     name.len() >= lit.len()
-        && (0..=name.len() - lit.len()).any(|i| name[i] == lit[0] && name[i..].starts_with(lit))
+        && (0..=name.len() - lit.len()).any(|i| {
+            name[i] == lit[0]
+                && name[i + 1..i + lit.len()]
+                    .iter()
+                    .zip(&lit[1..])
+                    .all(|(a, b)| a == b)
+        })
 }
 
 /// Text every path that matches glob `p` contains: its longest run of literal
