@@ -74,15 +74,15 @@ fn train(cmd: &mut Command) -> anyhow::Result<()> {
     }
 }
 
-/// Build `target/pgo/release/groundtruth`; returns its directory.
-pub fn build() -> anyhow::Result<PathBuf> {
-    let profdata = llvm_profdata()?;
-    let root = root_dir();
-    let gen_dir = root.join("target/pgo-gen");
-    let raw = gen_dir.join("profiles");
-    let _ = std::fs::remove_dir_all(&raw);
-    // The synthetic trail generator, built normally.
-    run(cargo().args(["build", "--release", "-p", "analysis", "--example", "synth"]))?;
+/// FNV-1a of `bytes` (tells profiles apart; not a security hash).
+fn content_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `cargo build --release` of `groundtruth` into `target_dir` with `rustflags`.
+fn build_groundtruth(target_dir: &Path, rustflags: &str) -> anyhow::Result<()> {
     run(cargo()
         .args([
             "build",
@@ -92,8 +92,20 @@ pub fn build() -> anyhow::Result<PathBuf> {
             "--bin",
             "groundtruth",
         ])
-        .env("CARGO_TARGET_DIR", &gen_dir)
-        .env("RUSTFLAGS", format!("-Cprofile-generate={}", raw.display())))?;
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("RUSTFLAGS", rustflags))
+}
+
+/// Build `target/pgo/release/groundtruth`; returns its directory.
+pub fn build() -> anyhow::Result<PathBuf> {
+    let profdata = llvm_profdata()?;
+    let root = root_dir();
+    let gen_dir = root.join("target/pgo-gen");
+    let raw = gen_dir.join("profiles");
+    let _ = std::fs::remove_dir_all(&raw);
+    // The synthetic trail generator, built normally.
+    run(cargo().args(["build", "--release", "-p", "analysis", "--example", "synth"]))?;
+    build_groundtruth(&gen_dir, &format!("-Cprofile-generate={}", raw.display()))?;
     // Profiles of the build scripts that ran during that build are not wanted.
     let _ = std::fs::remove_dir_all(&raw);
 
@@ -129,18 +141,24 @@ pub fn build() -> anyhow::Result<PathBuf> {
         .arg(&raw))?;
     let _ = std::fs::remove_dir_all(&data);
 
+    // Cargo rebuilds when RUSTFLAGS change, not when the file they name does: the
+    // profile is used under a name made from its content, so that a new profile
+    // rebuilds every crate with it (and an unchanged one rebuilds nothing).
+    let bytes = std::fs::read(&merged).with_context(|| format!("reading {}", merged.display()))?;
+    let named = gen_dir.join(format!(
+        "groundtruth-{:016x}.profdata",
+        content_hash(&bytes)
+    ));
+    std::fs::rename(&merged, &named)?;
+    // Earlier runs' profiles (about 20 MB each) go.
+    for e in std::fs::read_dir(&gen_dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("groundtruth-") && name.ends_with(".profdata") && e.path() != named {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let out_dir = root.join("target/pgo");
-    run(cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "analysis",
-            "--bin",
-            "groundtruth",
-        ])
-        .env("CARGO_TARGET_DIR", &out_dir)
-        .env("RUSTFLAGS", format!("-Cprofile-use={}", merged.display())))?;
+    build_groundtruth(&out_dir, &format!("-Cprofile-use={}", named.display()))?;
     let bin = bin_dir();
     eprintln!(
         "xtask: built {} (profile-guided; the ordinary build stays in target/release)",
