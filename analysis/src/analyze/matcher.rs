@@ -317,23 +317,8 @@ impl Index {
     /// The first two ids under `k` (`u64::MAX` for none), for prefetching.
     #[inline]
     fn first_two(&self, k: u64) -> [u64; 2] {
-        let none = [u64::MAX; 2];
-        if self.entries.is_empty() {
-            return none;
-        }
-        let k = Self::stored(k);
-        let e = self.entries[self.find(k)];
-        if e.key != k {
-            none
-        } else if e.ids & MANY == 0 {
-            [e.ids, u64::MAX]
-        } else {
-            let q = &self.many[(e.ids & !MANY) as usize];
-            [
-                q.front().copied().unwrap_or(u64::MAX),
-                q.get(1).copied().unwrap_or(u64::MAX),
-            ]
-        }
+        let mut ids = self.ids(k);
+        [(); 2].map(|_| ids.next().unwrap_or(u64::MAX))
     }
 
     fn push(&mut self, k: u64, id: u64) {

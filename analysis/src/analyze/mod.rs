@@ -283,17 +283,14 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
     };
     let services: Vec<&str> = opts.logs.iter().map(|l| l.0.as_str()).collect();
     let mut matcher = matcher::Matcher::new(opts.window_ns, &expect, &services);
-    // Each log with its next record and that record's index keys: each source's next
-    // item is known before its turn, and the matcher prefetches where it will file it.
+    // Each log with its next record and the index keys it will be filed under: each
+    // source's next item is known before its turn, and the matcher prefetches where it
+    // will file it.
     let mut logs = Vec::new();
     for (service, path, mapping) in &opts.logs {
         let mut log = audit::AuditLog::open(service, path, mapping.clone(), opts.skip_malformed)?;
         let head = log.next_record().map_err(|m| m.to_string())?;
-        let head = head.map(|r| {
-            let f = matcher.prefetch_record(&r);
-            (r, f)
-        });
-        logs.push((log, head));
+        logs.push((log, head.map(|r| (matcher.prefetch_record(&r), r))));
     }
     let mut events = trail::stream_batches(&opts.dir, fold::COLUMNS, fold::DICTIONARY_COLUMNS)
         .map_err(|e| e.to_string())?;
@@ -362,7 +359,7 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
         // The source whose next item is earliest.
         let mut pick: Option<(i64, Option<usize>)> = kernel.map(|t| (t, None));
         for (i, (_, head)) in logs.iter().enumerate() {
-            if let Some((r, _)) = head {
+            if let Some((_, r)) = head {
                 if pick.is_none_or(|p| r.time_ns < p.0) {
                     pick = Some((r.time_ns, Some(i)));
                 }
@@ -381,12 +378,10 @@ pub fn analyze(opts: &Options) -> Result<report::Report, String> {
             }
             Some(i) => {
                 let (log, head) = &mut logs[i];
-                let (r, f) = head.take().unwrap();
+                let (f, r) = head.take().unwrap();
                 matcher.push_record_filed(r, f);
-                *head = log.next_record().map_err(|m| m.to_string())?.map(|r| {
-                    let f = matcher.prefetch_record(&r);
-                    (r, f)
-                });
+                let next = log.next_record().map_err(|m| m.to_string())?;
+                *head = next.map(|r| (matcher.prefetch_record(&r), r));
             }
         }
         matcher.advance(t);
