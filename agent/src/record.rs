@@ -73,6 +73,10 @@ pub struct Summary {
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
+/// With `--wait-all`, how often the processes waited for are checked for having exited
+/// without an exit event.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
 extern "C" fn on_signal(sig: libc::c_int) {
     SIGNAL.store(sig, Ordering::SeqCst);
 }
@@ -337,11 +341,21 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
 
     // Running processes of selected services: tracked from here on; what /proc says
     // about their command line stands in for the exec the trail did not see.
+    // Those that exited between the selection's scan and their entry in the kernel map
+    // (a cgroup's short-lived children, mostly): no exit event will come for them, so
+    // they are not waited for, and their entries go (a later process given the same
+    // pid must not inherit them).
+    let mut gone = BTreeSet::new();
     for (pid, svc) in &scope.pids {
         // Their descriptors were opened untracked: any may be a UDP or unix socket.
         tracked
             .insert(pid, svc | agent_common::tracked::SOCKETS, 0)
             .with_context(|| format!("adding pid {pid} to the kernel tracking map"))?;
+        if scope::exited(*pid) {
+            let _ = tracked.remove(pid);
+            gone.insert(*pid);
+            continue;
+        }
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|b| {
             b.split(|c| *c == 0)
                 .filter(|p| !p.is_empty())
@@ -356,6 +370,15 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     }
     for line in &scope.report {
         eprintln!("groundtruth-agent: {line}");
+    }
+    if !gone.is_empty() {
+        let pids: Vec<String> = gone.iter().map(u32::to_string).collect();
+        eprintln!(
+            "groundtruth-agent: {} selected process{} exited before tracking began: {}",
+            gone.len(),
+            if gone.len() == 1 { "" } else { "es" },
+            pids.join(", ")
+        );
     }
 
     let child = match launch {
@@ -392,6 +415,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
     };
     let started = Instant::now();
     let mut last_flow_report = Instant::now();
+    let mut last_prune = Instant::now();
 
     let mut sink = Sink {
         decoder,
@@ -404,7 +428,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         live: child
             .map(|c| c as u32)
             .into_iter()
-            .chain(scope.pids.keys().copied())
+            .chain(scope.pids.keys().copied().filter(|p| !gone.contains(p)))
             .collect(),
         names: BTreeMap::new(),
     };
@@ -458,6 +482,13 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<Summary> {
         }
         if child.is_none() && opts.duration.is_some_and(|d| started.elapsed() >= d) {
             stop_at.get_or_insert_with(Instant::now);
+        }
+        // Waiting for the tree: a process whose exit event cannot come (lost with a full
+        // ring buffer, which is counted) must not keep the recording open forever. One
+        // that exited since the ring was read goes too: its event is read next.
+        if opts.wait_all && child_status.is_some() && last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            sink.live.retain(|&p| !scope::exited(p));
         }
         let done = match child_status {
             Some(_) if !opts.wait_all || sink.live.is_empty() || stop_at.is_some() => true,

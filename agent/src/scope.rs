@@ -97,6 +97,24 @@ pub struct Resolved {
     pub report: Vec<String>,
 }
 
+/// Whether process `pid` has exited: it is gone from /proc, or it is a zombie (its
+/// exit is over, only its parent's wait is left) with no other thread still running.
+pub fn exited(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the name, which is in parentheses and may hold any byte.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    match state {
+        Some('Z' | 'X') => {
+            std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |d| d.count() <= 1)
+        }
+        _ => false,
+    }
+}
+
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
 pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
@@ -295,6 +313,33 @@ mod tests {
     fn pid_selector_takes_existing_descendants() {
         let parents: BTreeMap<u32, u32> = [(10, 1), (11, 10), (12, 11), (13, 1)].into();
         assert_eq!(descendants(10, &parents), [10, 11, 12].into());
+    }
+
+    #[test]
+    fn exited_is_true_for_zombies_and_reaped_processes_only() {
+        assert!(!exited(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it has run (polled, not slept for).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !exited(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} never exited"
+            );
+            std::thread::yield_now();
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(stat.contains(") Z "), "{stat}");
+        child.wait().unwrap();
+        assert!(exited(pid));
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(!exited(sleeper.id()));
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Privileged tests of service scoping: two services labeled by executable and name
 //! talking over loopback TCP, attaching to a running server by pid without a command,
-//! and a cgroup v2 selector with a process already inside and one migrated in.
+//! a cgroup v2 selector with a process already inside and one migrated in, and a
+//! selected process that had already exited (not waited for).
 
 mod common;
 
 use common::*;
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 use trail::Event;
 
@@ -313,4 +315,66 @@ fn cgroup_selector_takes_members_and_processes_moved_in() {
         .events
         .iter()
         .any(|e| &*e.groundtruth.service == "ci" && e.activity_name == "Launch"));
+}
+
+#[test]
+fn a_selected_process_that_already_exited_is_not_waited_for() {
+    if !privileged() {
+        return;
+    }
+    // A zombie: exited, not yet reaped by its parent (this test). /proc still lists it,
+    // so `pid:` selects it, but its exit is over: no exit event will ever come. (A
+    // cgroup's short-lived child that exits between the scan and tracking is the same
+    // case; CI met it once, and the agent with `--wait-all` recorded until killed.)
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let pid = zombie.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .contains(") Z ")
+    {
+        assert!(Instant::now() < deadline, "pid {pid} never became a zombie");
+        std::thread::yield_now();
+    }
+    let tmp = tempdir();
+    let d = tmp.path().canonicalize().unwrap();
+    let mut agent = Command::new(AGENT)
+        .arg("record")
+        .arg("--out")
+        .arg(d.join("trail"))
+        .args(["--service", &format!("gone=pid:{pid}"), "--wait-all"])
+        .args(["--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Polled: an agent that waits for the zombie never stops by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            agent.kill().unwrap();
+            agent.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    agent
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    zombie.wait().unwrap();
+    let status = status.unwrap_or_else(|| panic!("still recording after 60 s:\n{stderr}"));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "1 selected process exited before tracking began: {pid}\n"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("still running"), "{stderr}");
 }
