@@ -4,9 +4,10 @@
 //! release build in `target/release` is never touched: an instrumented build
 //! (`target/pgo-gen`) runs a training workload and writes raw profiles; `llvm-profdata`
 //! (rustup's `llvm-tools` component, installed here when missing) merges them; the
-//! optimised build (`target/pgo`) reads the merged profile. The training workload is a synthetic trail
-//! of its own (300 000 events at 5 000 events/s, not the benchmark's trails) analysed
-//! with every report format and verified, so that the profile covers the whole command.
+//! optimised build (`target/pgo`) reads the merged profile. The training workload is a
+//! synthetic trail of its own (300 000 events at 5 000 events/s, not the benchmark's
+//! trails) analysed with every report format and verified, so that the profile covers
+//! the whole command.
 
 use crate::{cargo, root_dir, run};
 use anyhow::{bail, Context as _};
