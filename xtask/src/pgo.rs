@@ -75,13 +75,6 @@ fn train(cmd: &mut Command, expected: i32) -> anyhow::Result<()> {
     }
 }
 
-/// FNV-1a of `bytes` (tells profiles apart; not a security hash).
-fn content_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// `cargo build --release` of `groundtruth` into `target_dir` with `rustflags`.
 fn build_groundtruth(target_dir: &Path, rustflags: &str) -> anyhow::Result<()> {
     run(cargo()
@@ -146,9 +139,12 @@ pub fn build() -> anyhow::Result<PathBuf> {
     // profile is used under a name made from its content, so that a new profile
     // rebuilds every crate with it (and an unchanged one rebuilds nothing).
     let bytes = std::fs::read(&merged).with_context(|| format!("reading {}", merged.display()))?;
+    // std's hasher with its fixed keys tells profiles apart (not a security hash).
+    let mut hash = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hash, &bytes);
     let named = gen_dir.join(format!(
         "groundtruth-{:016x}.profdata",
-        content_hash(&bytes)
+        std::hash::Hasher::finish(&hash)
     ));
     std::fs::rename(&merged, &named)?;
     // Earlier runs' profiles (about 20 MB each) go.
